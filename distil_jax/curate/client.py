@@ -1,0 +1,211 @@
+"""Async client for one OpenAI-compatible `/chat/completions` endpoint: limits, retries, journal.
+
+One big httpx connection pool degrades badly with size (ANCHORS.md: 512 in flight in one pool
+reach 7% of the limit), so in-flight requests are spread over many small `AsyncClient` pools, each
+request going to the least-loaded one. A request's answer is journaled (fsync'd) before it is
+returned; a request already in the journal is never sent again.
+"""
+from __future__ import annotations
+
+import asyncio
+import collections
+import dataclasses
+import json
+import math
+import os
+import random
+import time
+
+import httpx
+
+from distil_jax.curate import retry
+from distil_jax.curate.config import EndpointConfig
+from distil_jax.curate.journal import Journal, request_key
+from distil_jax.curate.rate_limit import TokenBucket
+
+
+@dataclasses.dataclass(frozen=True)
+class Completion:
+    key: str
+    content: str
+    finish_reason: str
+    prompt_tokens: int
+    completion_tokens: int
+
+
+@dataclasses.dataclass(frozen=True)
+class Failure:
+    key: str
+    reason: str  # e.g. content_filter, unauthorized, retries_exhausted:http_503
+    detail: str
+
+
+@dataclasses.dataclass
+class EndpointStats:
+    sent: int = 0
+    completed: int = 0
+    from_journal: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    retries: collections.Counter = dataclasses.field(default_factory=collections.Counter)
+    refused: collections.Counter = dataclasses.field(default_factory=collections.Counter)
+
+    def as_dict(self) -> dict:
+        return {"sent": self.sent, "completed": self.completed, "from_journal": self.from_journal,
+                "prompt_tokens": self.prompt_tokens, "completion_tokens": self.completion_tokens,
+                "retries": dict(sorted(self.retries.items())), "refused": dict(sorted(self.refused.items()))}
+
+
+class _Retryable(Exception):
+    def __init__(self, reason: str, detail: str = "", retry_after_s: float | None = None):
+        super().__init__(reason)
+        self.reason, self.detail, self.retry_after_s = reason, detail, retry_after_s
+
+
+def _estimated_tokens(messages: list[dict], max_tokens: int) -> float:
+    return sum(len(m.get("content") or "") for m in messages) / 3.0 + max_tokens
+
+
+def _completion_from_body(key: str, body: bytes) -> Completion:
+    try:
+        data = json.loads(body)
+        choice = data["choices"][0]
+        content = choice["message"].get("content") or ""
+        finish_reason = choice.get("finish_reason") or "stop"
+        usage = data.get("usage") or {}
+        prompt_tokens, completion_tokens = int(usage.get("prompt_tokens", 0)), int(usage.get("completion_tokens", 0))
+    except (ValueError, KeyError, IndexError, TypeError, AttributeError) as e:
+        raise _Retryable("malformed_response", f"{type(e).__name__}: {body[:120]!r}") from None
+    if not isinstance(content, str):
+        raise _Retryable("malformed_response", "message.content is not a string")
+    return Completion(key, content, finish_reason, prompt_tokens, completion_tokens)
+
+
+class TeacherClient:
+    """Use as `async with TeacherClient(endpoint, journal) as client: await client.complete(...)`."""
+
+    def __init__(self, endpoint: EndpointConfig, journal: Journal, *, seed: int = 0):
+        self.endpoint = endpoint
+        self.journal = journal
+        self.stats = EndpointStats()
+        self.fatal: Failure | None = None
+        self._api_key = os.environ.get(endpoint.api_key_env, "") if endpoint.api_key_env else ""
+        if endpoint.api_key_env and not self._api_key:
+            raise ValueError(f"endpoint {endpoint.name!r}: environment variable {endpoint.api_key_env} is not set")
+        self._url = endpoint.base_url + "/chat/completions"
+        self._in_flight = asyncio.Semaphore(endpoint.max_in_flight)
+        self._requests = TokenBucket(endpoint.requests_per_minute)
+        self._tokens = TokenBucket(endpoint.tokens_per_minute)
+        self._rng = random.Random(seed)  # jitter only: it never changes what is written
+        self._pools: list[httpx.AsyncClient] = []
+        self._pool_load: list[int] = []
+
+    def __repr__(self) -> str:  # never shows the key
+        return f"TeacherClient({self.endpoint.name!r}, {self._url!r})"
+
+    async def __aenter__(self) -> "TeacherClient":
+        num_pools = max(1, math.ceil(self.endpoint.max_in_flight / self.endpoint.pool_size))
+        limits = httpx.Limits(max_connections=self.endpoint.pool_size,
+                              max_keepalive_connections=self.endpoint.pool_size)
+        timeout = httpx.Timeout(self.endpoint.timeout_s)
+        headers = {"Content-Type": "application/json"}
+        if self._api_key:
+            headers["Authorization"] = f"Bearer {self._api_key}"
+        self._pools = [httpx.AsyncClient(limits=limits, timeout=timeout, headers=headers, trust_env=False)
+                       for _ in range(num_pools)]
+        self._pool_load = [0] * num_pools
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        await asyncio.gather(*(pool.aclose() for pool in self._pools))
+
+    async def complete(self, messages: list[dict], sampling: dict) -> Completion | Failure:
+        key = request_key(base_url=self.endpoint.base_url, model=self.endpoint.model,
+                          messages=messages, sampling=sampling)
+        done = self.journal.get(key)
+        if done is not None:
+            self.stats.from_journal += 1
+            return self._from_entry(done)
+        if self.fatal is not None:
+            return Failure(key, self.fatal.reason, "endpoint refused earlier requests")
+        body = json.dumps({"model": self.endpoint.model, "messages": messages, **sampling},
+                          ensure_ascii=False).encode()
+        async with self._in_flight:
+            outcome = await self._send_with_retries(key, body, _estimated_tokens(messages, sampling.get("max_tokens", 0)))
+        if isinstance(outcome, Failure) and outcome.reason.startswith("retries_exhausted"):
+            return outcome  # transient: not journaled, a rerun tries again
+        if isinstance(outcome, Failure) and outcome.reason in retry.ENDPOINT_FATAL:
+            self.fatal = self.fatal or outcome
+            return outcome
+        entry = self._to_entry(outcome)
+        await self.journal.append(entry)
+        if isinstance(outcome, Completion):
+            self.stats.completed += 1
+            self.stats.prompt_tokens += outcome.prompt_tokens
+            self.stats.completion_tokens += outcome.completion_tokens
+        return outcome
+
+    def _from_entry(self, entry: dict) -> Completion | Failure:
+        if entry["kind"] == "failure":
+            self.stats.refused[entry["reason"]] += 1
+            return Failure(entry["key"], entry["reason"], entry["detail"])
+        self.stats.prompt_tokens += entry["prompt_tokens"]
+        self.stats.completion_tokens += entry["completion_tokens"]
+        return Completion(entry["key"], entry["content"], entry["finish_reason"], entry["prompt_tokens"],
+                          entry["completion_tokens"])
+
+    @staticmethod
+    def _to_entry(outcome: Completion | Failure) -> dict:
+        if isinstance(outcome, Failure):
+            return {"key": outcome.key, "kind": "failure", "reason": outcome.reason, "detail": outcome.detail}
+        return {"key": outcome.key, "kind": "completion", **{
+            f.name: getattr(outcome, f.name) for f in dataclasses.fields(Completion) if f.name != "key"}}
+
+    async def _send_with_retries(self, key: str, body: bytes, estimate: float) -> Completion | Failure:
+        ep = self.endpoint
+        deadline = time.monotonic() + ep.max_retry_s
+        attempt = 0
+        while True:
+            attempt += 1
+            await self._requests.acquire(1)
+            await self._tokens.acquire(estimate)
+            try:
+                completion = await self._send_once(key, body)
+                self._tokens.charge(completion.prompt_tokens + completion.completion_tokens - estimate)
+                return completion
+            except _Retryable as e:
+                self.stats.retries[e.reason] += 1
+                wait = retry.backoff_seconds(attempt, base_s=ep.backoff_base_s, max_s=ep.backoff_max_s,
+                                             retry_after_s=e.retry_after_s, rng=self._rng)
+                if attempt >= ep.max_attempts or time.monotonic() + wait > deadline:
+                    return Failure(key, f"retries_exhausted:{e.reason}", e.detail)
+                await asyncio.sleep(wait)
+            except _Refused as e:
+                self.stats.refused[e.failure.reason] += 1
+                return e.failure
+
+    async def _send_once(self, key: str, body: bytes) -> Completion:
+        index = min(range(len(self._pools)), key=self._pool_load.__getitem__)
+        self._pool_load[index] += 1
+        self.stats.sent += 1
+        try:
+            response = await self._pools[index].post(self._url, content=body,
+                                                      headers={"X-Client-Request-Id": key})
+        except httpx.TimeoutException as e:
+            raise _Retryable("timeout", type(e).__name__) from None
+        except httpx.TransportError as e:  # refused, reset, dropped or truncated mid-body
+            raise _Retryable("connection", type(e).__name__) from None
+        finally:
+            self._pool_load[index] -= 1
+        if response.status_code == 200:
+            return _completion_from_body(key, response.content)
+        text = response.text[:300]
+        if retry.is_retryable_status(response.status_code):
+            raise _Retryable(f"http_{response.status_code}", text, retry.retry_after_seconds(response.headers))
+        raise _Refused(Failure(key, retry.refusal_reason(response.status_code, text), text))
+
+
+class _Refused(Exception):
+    def __init__(self, failure: Failure):
+        super().__init__(failure.reason)
+        self.failure = failure
