@@ -1,0 +1,95 @@
+"""Tokenized shards -> packed training batches, with a checkpointable grain iterator.
+
+Order of operations (each step deterministic given `seed`):
+  ArrayRecord source -> global shuffle -> this process's slice `[shard_index::shard_count]`
+  -> repeat (reshuffled each epoch) -> decode a record into per-document
+  `input_ids`/`target_ids`/`loss_mask` -> [worker prefetch] -> first-fit packing into rows of
+  `seq_len` -> batch -> the batch dict of DEVELOPERS.md.
+
+Documents are shifted before packing, so `target_ids[t]` is always the next token of the same
+document and a document's last token (whose next token would be another document's) has
+`loss_mask` 0. A document longer than `seq_len` is truncated to `seq_len` tokens.
+
+Packing runs after the worker prefetch, in the consuming process: grain's workers read
+interleaved slices of the decoded stream, so the packed batches do not depend on the number of
+workers, and the iterator's `get_state()` / `set_state()` resume bit-identically.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import grain
+import numpy as np
+
+from distil_jax.data import shards
+
+FEATURES = ("input_ids", "target_ids", "loss_mask")
+BATCH_KEYS = ("input_ids", "target_ids", "loss_mask", "segment_ids", "positions")
+
+
+class _DecodeDocument(grain.transforms.Map):
+    """One record -> next-token-shifted features of one document (picklable for workers)."""
+
+    def __init__(self, seq_len: int):
+        self._seq_len = seq_len
+
+    def map(self, record: bytes) -> dict[str, np.ndarray]:
+        _, ids, mask = shards.decode_record(record)
+        ids, mask = ids[:self._seq_len], mask[:self._seq_len]
+        target_ids = np.zeros_like(ids)
+        target_ids[:-1] = ids[1:]
+        loss_mask = np.zeros(ids.shape, np.float32)
+        loss_mask[:-1] = mask[1:]
+        return {"input_ids": ids, "target_ids": target_ids, "loss_mask": loss_mask}
+
+
+def _to_training_batch(packed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    return {
+        "input_ids": packed["input_ids"].astype(np.int32),
+        "target_ids": packed["target_ids"].astype(np.int32),
+        "loss_mask": packed["loss_mask"].astype(np.float32),
+        "segment_ids": packed["input_ids_segment_ids"].astype(np.int32),  # 0 = padding
+        "positions": packed["input_ids_positions"].astype(np.int32),
+    }
+
+
+def make_dataset(data_dir: str | os.PathLike, *, seq_len: int, batch_size: int, seed: int = 0,
+                 shard_index: int = 0, shard_count: int = 1, num_epochs: int | None = None,
+                 shuffle: bool = True, num_packing_bins: int | None = None,
+                 worker_count: int = 0, worker_buffer_size: int = 4,
+                 read_threads: int = 2) -> grain.IterDataset:
+    """The batch stream of one process, as a grain `IterDataset` (iterate it, or `iter()` it).
+
+    `shard_index`/`shard_count`: this process's slice of every epoch (pass
+    `jax.process_index()`, `jax.process_count()`); slices are disjoint and cover the data.
+    `num_epochs=None` repeats forever. `num_packing_bins` (default `batch_size`) rows are
+    packed at once: more bins pack tighter. `worker_count > 0` decodes in that many processes.
+    """
+    if not 0 <= shard_index < shard_count:
+        raise ValueError(f"shard_index {shard_index} outside [0, {shard_count})")
+    manifest = shards.read_manifest(data_dir)
+    paths = [str(Path(data_dir) / s["path"]) for s in manifest["shards"] if s["examples"]]
+    if not paths:
+        raise ValueError(f"{data_dir}: the manifest lists no examples")
+    ds = grain.MapDataset.source(grain.sources.ArrayRecordDataSource(paths))
+    if len(ds) < shard_count:
+        raise ValueError(f"{data_dir}: {len(ds)} examples cannot be split over {shard_count} processes")
+    if shuffle:
+        ds = ds.shuffle(seed=seed)
+    ds = ds[shard_index::shard_count]
+    ds = ds.repeat(num_epochs)
+    ds = ds.map(_DecodeDocument(seq_len))
+    it = ds.to_iter_dataset(grain.ReadOptions(num_threads=read_threads, prefetch_buffer_size=64))
+    if worker_count > 0:
+        it = it.mp_prefetch(grain.MultiprocessingOptions(
+            num_workers=worker_count, per_worker_buffer_size=worker_buffer_size))
+    it = grain.experimental.FirstFitPackIterDataset(
+        it, length_struct={k: seq_len for k in FEATURES},
+        num_packing_bins=num_packing_bins or batch_size, seed=seed, shuffle_bins=True)
+    return it.batch(batch_size, drop_remainder=True).map(_to_training_batch)
+
+
+def make_iterator(data_dir: str | os.PathLike, **kwargs) -> grain.DatasetIterator:
+    """`iter(make_dataset(...))`: a `DatasetIterator` with `get_state()` / `set_state(state)`."""
+    return iter(make_dataset(data_dir, **kwargs))
