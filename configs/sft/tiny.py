@@ -1,0 +1,42 @@
+"""SFT of a tiny Qwen2-architecture student, from scratch, on CPU in a couple of minutes.
+
+    distil-jax prepare --input data.jsonl --out /tmp/sft-data   # chat JSONL -> shards
+    distil-jax train --config configs/sft/tiny.py --workdir /tmp/sft-tiny \
+        --config.data.path=/tmp/sft-data
+
+Expected: the loss falls from ~ln(151936)=11.9 below 6 within 200 steps; the workdir holds
+`metrics.jsonl`, TensorBoard events and orbax checkpoints; running the command again resumes.
+The vocabulary is the real Qwen2.5 one so the shards of the real tokenizer fit it.
+"""
+import ml_collections
+
+
+def rules():
+  """Logical axis -> mesh axis; the sharding policy of this experiment."""
+  return (
+      ("vocab", "tensor"), ("embed", "fsdp"), ("q_heads", "tensor"), ("kv_heads", "tensor"),
+      ("mlp", "tensor"), ("head_dim", None), ("layers", None), ("norm", None),
+      ("batch", ("data", "fsdp")), ("seq", None), ("act_embed", None), ("act_heads", "tensor"),
+      ("act_kv_heads", "tensor"), ("act_mlp", "tensor"), ("act_vocab", "tensor"),
+      ("cache_seq", None),
+  )
+
+
+def get_config(arg=None):
+  del arg
+  c = ml_collections.ConfigDict()
+  c.seed = 0
+  c.steps = 200
+  c.grad_accum = 1
+  c.loss_chunk = 128
+  c.log_every = 10
+  c.model = dict(preset="tiny", vocab_size=151936, param_dtype="float32",
+                 compute_dtype="float32", remat_policy="none", attention_impl="xla")
+  c.init = dict(kind="fresh", path="")  # fresh | hf | orbax
+  c.mesh = dict(data=-1, fsdp=1, tensor=1)
+  c.rules = rules()
+  c.optim = dict(lr=3e-3, schedule="cosine", warmup_steps=20, min_lr_ratio=0.1, b1=0.9,
+                 b2=0.95, eps=1e-8, weight_decay=0.0, clip_norm=1.0)
+  c.data = dict(path="", seq_len=256, batch_size=8, seed=0, num_epochs=0, worker_count=0)
+  c.checkpoint = dict(every_steps=100, keep=2, async_save=True)
+  return c

@@ -1,0 +1,175 @@
+"""The frozen, typed train configuration, and the one place a ConfigDict becomes it.
+
+Past `from_config_dict` nothing reads a ConfigDict, a dtype name or an enum string.
+"""
+from __future__ import annotations
+
+import dataclasses
+import enum
+from typing import Any
+
+from distil_jax.model.config import AttentionImpl, ModelConfig, RematPolicy, parse_dtype
+from distil_jax.sharding import DEFAULT_RULES, MeshConfig, Rules
+
+
+class Schedule(enum.Enum):
+  COSINE = "cosine"  # linear warm-up, then cosine decay to lr * min_lr_ratio
+  CONSTANT = "constant"  # linear warm-up, then flat
+
+
+class InitKind(enum.Enum):
+  FRESH = "fresh"  # random init from the seed
+  HF = "hf"  # a Hugging Face checkpoint directory, streamed into the shardings
+  ORBAX = "orbax"  # the parameters of a distil-jax checkpoint step directory
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class OptimConfig:
+  lr: float = 3e-4
+  schedule: Schedule = Schedule.COSINE
+  warmup_steps: int = 0
+  min_lr_ratio: float = 0.1
+  b1: float = 0.9
+  b2: float = 0.95
+  eps: float = 1e-8
+  weight_decay: float = 0.0
+  clip_norm: float = 1.0  # global-norm clip; 0 disables
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class DataConfig:
+  path: str = ""  # a directory written by `distil-jax prepare`
+  seq_len: int = 2048
+  batch_size: int = 8  # global, in packed rows
+  seed: int = 0  # shuffle seed
+  num_epochs: int = 0  # 0 = repeat forever
+  worker_count: int = 0
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class InitConfig:
+  kind: InitKind = InitKind.FRESH
+  path: str = ""
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class CheckpointConfig:
+  every_steps: int = 500
+  keep: int = 3
+  async_save: bool = True
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class TrainConfig:
+  model: ModelConfig
+  mesh: MeshConfig = MeshConfig()
+  rules: Rules = DEFAULT_RULES
+  optim: OptimConfig = OptimConfig()
+  data: DataConfig = DataConfig()
+  init: InitConfig = InitConfig()
+  checkpoint: CheckpointConfig = CheckpointConfig()
+  steps: int = 1000
+  grad_accum: int = 1  # micro-batches per step; batch_size must divide by it
+  loss_chunk: int = 512  # sequence positions per cross-entropy chunk
+  seed: int = 0  # parameter init and per-step rngs
+  log_every: int = 10
+
+  def __post_init__(self):
+    if self.data.batch_size % self.grad_accum:
+      raise ValueError(f"data.batch_size={self.data.batch_size} does not divide into "
+                       f"grad_accum={self.grad_accum} micro-batches")
+
+
+def _model_config(model: dict[str, Any], init: InitConfig) -> ModelConfig:
+  """`preset` names a size (or, for an HF init, is read from its config.json); every other
+  key overrides one ModelConfig field."""
+  model = dict(model)
+  preset = model.pop("preset")
+  fields = {f.name for f in dataclasses.fields(ModelConfig)}
+  unknown = set(model) - fields
+  if unknown:
+    raise ValueError(f"config.model has keys ModelConfig does not: {sorted(unknown)}")
+  kw = {k: v for k, v in model.items() if v is not None}
+  for key in ("param_dtype", "compute_dtype"):
+    if key in kw:
+      kw[key] = parse_dtype(kw[key])
+  if "attention_impl" in kw:
+    kw["attention_impl"] = AttentionImpl(kw["attention_impl"])
+  if "remat_policy" in kw:
+    kw["remat_policy"] = RematPolicy(kw["remat_policy"])
+  if init.kind is InitKind.HF:
+    import json
+    import os
+    cfg_path = os.path.join(init.path, "config.json")
+    with open(cfg_path) as f:
+      return ModelConfig.from_hf(json.load(f), source=cfg_path, **kw)
+  return ModelConfig.by_name(preset, **kw)
+
+
+def _rules(rules) -> Rules:
+  return tuple((str(name), tuple(axes) if isinstance(axes, (list, tuple)) else axes)
+               for name, axes in rules)
+
+
+def from_config_dict(c) -> TrainConfig:
+  """A (locked) ml-collections ConfigDict, as the config files declare it -> TrainConfig."""
+  d = c.to_dict()
+  init = InitConfig(kind=InitKind(d["init"]["kind"]), path=d["init"]["path"])
+  optim = dict(d["optim"])
+  optim["schedule"] = Schedule(optim["schedule"])
+  return TrainConfig(
+      model=_model_config(d["model"], init),
+      mesh=MeshConfig(**d["mesh"]),
+      rules=_rules(d["rules"]),
+      optim=OptimConfig(**optim),
+      data=DataConfig(**d["data"]),
+      init=init,
+      checkpoint=CheckpointConfig(**d["checkpoint"]),
+      **{k: d[k] for k in ("steps", "grad_accum", "loss_chunk", "seed", "log_every")},
+  )
+
+
+def load_config(path: str, overrides: list[str] = ()):
+  """Load `configs/<stage>/<name>.py[:arg]` and apply `--config.a.b=value` overrides.
+
+  The ConfigDict is locked, so an override naming a key the file never declared is an error.
+  """
+  import importlib.util
+  import ml_collections
+  path, _, arg = path.partition(":")
+  spec = importlib.util.spec_from_file_location("_distil_jax_config", path)
+  if spec is None:
+    raise FileNotFoundError(f"no config file at {path!r}")
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  c = module.get_config(arg or None)
+  c.lock()
+  for item in overrides:
+    if not item.startswith("--config."):
+      raise ValueError(f"unrecognised argument {item!r}; overrides look like --config.optim.lr=1e-5")
+    key, eq, value = item[len("--config."):].partition("=")
+    if not eq:
+      raise ValueError(f"override {item!r} has no '=value'")
+    _override(c, key, value)
+  return c
+
+
+def _override(c, dotted: str, text: str) -> None:
+  import ast
+  *parents, leaf = dotted.split(".")
+  node = c
+  for p in parents:
+    node = getattr(node, p)  # AttributeError names the missing key
+  if leaf not in node:
+    raise KeyError(f"--config.{dotted}: the config declares no key {leaf!r} "
+                   f"(has: {', '.join(sorted(node.keys()))})")
+  try:
+    value = ast.literal_eval(text)
+  except (ValueError, SyntaxError):
+    value = text  # a bare string such as bfloat16 or cosine
+  current = node[leaf]
+  if isinstance(current, float) and isinstance(value, int) and not isinstance(value, bool):
+    value = float(value)
+  if isinstance(current, str) and not isinstance(value, str):
+    value = text
+  node[leaf] = value  # ml_collections checks the type against the declared one

@@ -1,0 +1,147 @@
+"""The training loop: resume or init, step, log one step late, checkpoint, stop cleanly.
+
+Resume order: the latest checkpoint in the workdir, else the configured init.
+SIGTERM/SIGINT finish the current step, save, and return; with several processes the stop
+is agreed through orbax's preemption sync point (JAX's coordination service owns SIGTERM).
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import signal
+from typing import Iterator
+
+import jax
+import numpy as np
+from jax.sharding import NamedSharding, PartitionSpec
+
+from distil_jax.sharding import make_mesh, use_mesh
+from distil_jax.train import metrics as M
+from distil_jax.train.checkpoint import Checkpointer
+from distil_jax.train.config import TrainConfig
+from distil_jax.train.losses import SFTLoss
+from distil_jax.train.optim import make_optimizer
+from distil_jax.train.state import abstract_train_state, init_train_state
+from distil_jax.train.step import LossFn, TrainState, batch_sharding, jit_train_step
+
+
+@dataclasses.dataclass
+class TrainResult:
+  state: TrainState
+  step: int
+  preempted: bool
+  last_metrics: dict[str, float]
+  graphdef: object = None
+
+
+class _StopFlag:
+  """Set by SIGTERM/SIGINT; the loop checks it between steps."""
+
+  def __init__(self):
+    self.set = False
+
+  @contextlib.contextmanager
+  def installed(self, signals):
+    previous = {s: signal.signal(s, self._handle) for s in signals}
+    try:
+      yield self
+    finally:
+      for s, h in previous.items():
+        signal.signal(s, h)
+
+  def _handle(self, signum, frame):
+    del frame
+    self.set = True
+
+
+def _global_batch(local: dict[str, np.ndarray], sharding) -> dict[str, jax.Array]:
+  """This process's rows -> one global array per key (the same call on 1 or N processes)."""
+  out = {}
+  for k, v in local.items():
+    global_shape = (v.shape[0] * jax.process_count(), *v.shape[1:])
+    out[k] = jax.make_array_from_process_local_data(sharding, np.asarray(v), global_shape)
+  return out
+
+
+def train(cfg: TrainConfig, workdir: str, batches: Iterator, *, loss_fn: LossFn | None = None,
+          mesh=None, progress: bool = True) -> TrainResult:
+  """Train to `cfg.steps` (or until a stop signal). `batches` yields this process's share of
+  each global batch and has `get_state()` / `set_state()`; it is checkpointed with the state."""
+  mesh = mesh if mesh is not None else make_mesh(cfg.mesh)
+  loss_fn = loss_fn or SFTLoss(chunk=cfg.loss_chunk)
+  tx, schedule = make_optimizer(cfg.optim, cfg.steps)
+  ckpt = Checkpointer(workdir, cfg.checkpoint)
+  writer = M.MetricsWriter(workdir)
+  multi = jax.process_count() > 1
+  signals = () if multi else (signal.SIGTERM, signal.SIGINT)
+  try:
+    with use_mesh(mesh, cfg.rules), _StopFlag().installed(signals) as stop:
+      graphdef, abstract_state = abstract_train_state(cfg, mesh, tx)
+      latest = ckpt.latest_step()
+      if latest is not None:
+        state = ckpt.restore(latest, abstract_state, batches)
+      else:
+        state = init_train_state(cfg, mesh, tx, abstract_state)
+      step_fn = jit_train_step(graphdef=graphdef, loss_fn=loss_fn, tx=tx, schedule=schedule,
+                               grad_accum=cfg.grad_accum,
+                               state_sharding=jax.tree.map(lambda a: a.sharding, abstract_state),
+                               mesh=mesh, rules=cfg.rules)
+      result = _run(cfg, state, step_fn, batches, ckpt, writer, stop, mesh, multi, progress)
+      result.graphdef = graphdef
+      return result
+  finally:
+    ckpt.wait()
+    ckpt.close()
+    writer.close()
+
+
+def _run(cfg, state, step_fn, batches, ckpt, writer, stop, mesh, multi, progress):
+  from tqdm import tqdm
+  step = int(jax.device_get(state.step))
+  first_step = step
+  key = jax.device_put(jax.random.key(cfg.seed), NamedSharding(mesh, PartitionSpec()))
+  in_sharding = batch_sharding(mesh, cfg.rules)
+  tokens_per_step = cfg.data.batch_size * cfg.data.seq_len
+  flops_per_token = cfg.model.flops_per_token(cfg.data.seq_len)
+  peak = M.peak_flops_per_device()
+  timer = M.StepTimer()
+  bar = tqdm(total=cfg.steps, initial=step, disable=not progress or jax.process_index() != 0,
+             dynamic_ncols=True)
+  last: dict[str, float] = {}
+
+  def report(at_step, device_metrics):
+    nonlocal last
+    host = M.to_host(device_metrics)
+    M.check_finite(at_step, host)
+    seconds = timer.lap()
+    if at_step > first_step + 1:  # the first step's time is mostly compilation
+      host.update(M.throughput(tokens_per_step, seconds, flops_per_token,
+                               mesh.devices.size, peak))
+    last = host
+    if at_step % cfg.log_every == 0 or at_step == cfg.steps:
+      writer.write(at_step, host)
+    bar.update(at_step - bar.n)
+    bar.set_postfix(loss=f"{host['loss']:.4f}",
+                    tok_s=f"{host.get('tokens_per_s', float('nan')):.0f}")
+
+  pending = None
+  preempted = False
+  while step < cfg.steps:
+    batch = _global_batch(next(batches), in_sharding)
+    with jax.transfer_guard("disallow"):
+      state, device_metrics = step_fn(state, batch, key)
+    step += 1
+    if pending is not None:
+      report(*pending)  # the previous step's metrics: ready by now, no stall
+    pending = (step, device_metrics)
+    preempted = stop.set or (multi and ckpt.reached_preemption(step))
+    if step % cfg.checkpoint.every_steps == 0 or step == cfg.steps or preempted:
+      report(*pending)  # never save a state whose loss or grad norm is not finite
+      pending = None
+      ckpt.save(step, state, batches)
+    if preempted:
+      break
+  if pending is not None:
+    report(*pending)
+  bar.close()
+  return TrainResult(state=state, step=step, preempted=preempted, last_metrics=last)
