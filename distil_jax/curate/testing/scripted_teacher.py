@@ -29,8 +29,8 @@ def _last_user(messages: list[dict]) -> str:
 
 
 def _instruction_in(prompt: str) -> str:
-    found = _TAG.findall(prompt)
-    return found[-1].strip() if found else prompt
+    found = [f.strip() for f in _TAG.findall(prompt) if f.strip()]
+    return found[0] if found else prompt
 
 
 def _classify(prompt: str) -> str:
@@ -64,7 +64,7 @@ def answer(request: dict) -> tuple[str, str]:
     messages = request["messages"]
     system = next((m["content"] for m in messages if m["role"] == "system"), "")
     prompt = _last_user(messages)
-    h = _digest(json.dumps(messages, sort_keys=True))
+    h = _digest(json.dumps([messages, request.get("seed")], sort_keys=True))
     match = _AGENT.search(system)
     agent = match.group(1) if match else "student"
     if agent == "classify":

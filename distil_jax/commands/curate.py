@@ -1,0 +1,66 @@
+"""`distil-jax curate`: seed JSONL -> curated chat shards through teacher agents over HTTP.
+
+  distil-jax curate --config configs/curate/demo.py --workdir DIR [--input seeds.jsonl]
+                    [--shard_index i --num_shards n] [--config.a.b=value ...]
+  distil-jax curate --config configs/curate/demo.py --workdir DIR --merge --num_shards n
+
+Never imports JAX: curation runs on machines without it.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+
+ACCEPTS_OVERRIDES = True
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("--config", required=True, help="configs/curate/<name>.py[:arg]")
+    parser.add_argument("--workdir", required=True, help="journal, shards and manifest go here")
+    parser.add_argument("--input", default="", help="seed JSONL (default: the config's input_path)")
+    parser.add_argument("--shard_index", type=int, default=0)
+    parser.add_argument("--num_shards", type=int, default=1)
+    parser.add_argument("--merge", action="store_true", help="combine the parts of a --num_shards run")
+
+
+def _install_fast_event_loop() -> None:
+    try:
+        import uvloop  # optional: halves the client's CPU per request
+    except ImportError:
+        return
+    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+
+
+def run(args) -> int:
+    from distil_jax.curate import config as curate_config
+    from distil_jax.curate import config_file
+
+    config_dict = config_file.apply_overrides(config_file.load_config_dict(args.config), args.overrides)
+    config = curate_config.from_config_dict(config_dict)
+    if args.merge:
+        from distil_jax.curate.merge import merge_parts
+
+        result = merge_parts(args.workdir, args.num_shards, config.num_output_shards)
+        print(f"merged {args.num_shards} parts: {result['records_out']} records -> {args.workdir}/merged",
+              file=sys.stderr)
+        return 0
+    from distil_jax.curate.pipeline import RunPlan, part_dir, run_pipeline
+
+    input_path = args.input or config.input_path
+    if not input_path:
+        print("error: no seed JSONL: pass --input or set input_path in the config", file=sys.stderr)
+        return 2
+    plan = RunPlan(config=config, config_path=args.config, input_path=input_path,
+                   output_dir=part_dir(args.workdir, args.shard_index, args.num_shards),
+                   shard_index=args.shard_index, num_shards=args.num_shards)
+    _install_fast_event_loop()
+    manifest = asyncio.run(run_pipeline(plan))
+    summary = {s["name"]: s["out"] for s in manifest["stages"]}
+    print(json.dumps({"records_out": manifest["records_out"], "stages": summary,
+                      "output_dir": os.path.abspath(plan.output_dir)}), file=sys.stderr)
+    if not manifest["complete"]:
+        print(f"error: endpoint refused the run: {manifest['endpoint_errors']}; no shards written", file=sys.stderr)
+        return 1
+    return 0

@@ -1,0 +1,67 @@
+"""What every agent stage shares: asking its endpoint, applying its reject policy, mapping over records."""
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from typing import Awaitable, Callable
+
+from distil_jax.curate.client import Completion, Failure, TeacherClient
+from distil_jax.curate.config import AgentConfig, CurateConfig, OnReject
+from distil_jax.curate.progress import ProgressDisplay
+from distil_jax.curate.records import Record
+from distil_jax.curate.stage_report import StageReport
+
+
+def system_prompt(agent: str, role: str) -> str:
+    """Every agent's system prompt names the agent, so logs and the scripted teacher can tell them apart."""
+    return f"You are the curation agent `{agent}`. {role}"
+
+
+@dataclasses.dataclass(frozen=True)
+class Outcome:
+    records: tuple[Record, ...] = ()
+    filtered: str = ""  # why the record was filtered (a parse rejection or a threshold)
+    failed: str = ""  # why its request failed (refusal, retries exhausted)
+
+
+@dataclasses.dataclass
+class StageContext:
+    config: CurateConfig
+    clients: dict[str, TeacherClient]
+    progress: ProgressDisplay
+
+    async def ask(self, agent: AgentConfig, messages: list[dict], *, seed: int | None = None) -> Completion | Failure:
+        """`seed` tells deliberate repeats of one prompt apart (it is sent, and part of the journal key)."""
+        sampling = agent.sampling() if seed is None else {**agent.sampling(), "seed": seed}
+        return await self.clients[agent.endpoint].complete(messages, sampling)
+
+
+def refused(record: Record, agent: AgentConfig, *, filtered: str = "", failed: str = "") -> Outcome:
+    """Applies the agent's reject policy to a record it could not process."""
+    kept = (record,) if agent.on_reject is OnReject.KEEP else ()
+    return Outcome(kept, filtered=filtered, failed=failed)
+
+
+async def map_records(ctx: StageContext, report: StageReport, records: list[Record],
+                      handle: Callable[[Record], Awaitable[Outcome]]) -> list[Record]:
+    """Runs `handle` on every record concurrently (the clients bound what is in flight); keeps input order."""
+
+    async def one(record: Record) -> Outcome:
+        outcome = await handle(record)
+        ctx.progress.advance()
+        return outcome
+
+    ctx.progress.start(report.name, len(records))
+    outcomes = await asyncio.gather(*(one(r) for r in records))
+    ctx.progress.finish()
+    kept: list[Record] = []
+    for outcome in outcomes:
+        kept.extend(outcome.records)
+        reason = outcome.failed or outcome.filtered
+        if reason and outcome.records:
+            report.kept_unchanged[reason] += 1
+        elif outcome.failed:
+            report.failed[outcome.failed] += 1
+        elif outcome.filtered:
+            report.filtered[outcome.filtered] += 1
+    return kept

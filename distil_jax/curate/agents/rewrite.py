@@ -1,0 +1,36 @@
+"""Instruction rewriting: same intent, clearer and more detailed."""
+from __future__ import annotations
+
+from distil_jax.curate.agents.base import Outcome, StageContext, map_records, refused, system_prompt
+from distil_jax.curate.client import Failure
+from distil_jax.curate.parsing import Rejection, extract_tag
+from distil_jax.curate.records import Record
+from distil_jax.curate.stage_report import StageReport
+
+AGENT = "rewrite"
+
+
+def build_messages(record: Record) -> list[dict]:
+    return [
+        {"role": "system", "content": system_prompt(
+            AGENT, "You rewrite instructions so they keep their intent but are clearer, more specific and "
+                   "more detailed. Never answer them. Keep the instruction's language.")},
+        {"role": "user", "content": (
+            f"Task type: {record.task or 'unknown'}\n<instruction>{record.instruction}</instruction>\n\n"
+            "Return only the rewritten instruction inside <instruction></instruction> tags.")},
+    ]
+
+
+async def run(records: list[Record], ctx: StageContext, report: StageReport) -> list[Record]:
+    agent = ctx.config.rewrite
+
+    async def handle(record: Record) -> Outcome:
+        completion = await ctx.ask(agent, build_messages(record))
+        if isinstance(completion, Failure):
+            return refused(record, agent, failed=completion.reason)
+        instruction = extract_tag(completion, "instruction")
+        if isinstance(instruction, Rejection):
+            return refused(record, agent, filtered=instruction.reason)
+        return Outcome((record.touched_by(AGENT, instruction=instruction),))
+
+    return await map_records(ctx, report, records, handle)

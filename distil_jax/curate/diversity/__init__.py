@@ -1,0 +1,1 @@
+"""Diversity stages: duplicate removal, task resampling, length sampling, language balancing."""
