@@ -130,24 +130,29 @@ def offline_tokenizer_id() -> str:
 
 
 def load_tokenizer(path: str | os.PathLike | None = None) -> transformers.PreTrainedTokenizerFast:
-    """A HF directory's own tokenizer (with its chat template), else the offline Qwen2.5 one."""
+    """A HF directory's own tokenizer (with its chat template), else the offline Qwen2.5 one.
+
+    `name_or_path` is the resolved directory, or `offline_tokenizer_id()` for the built-in one.
+    """
     if path is not None:
         path = Path(path)
         if not (path / "tokenizer.json").is_file():
             raise FileNotFoundError(f"{path}: no tokenizer.json (expected a HF checkpoint directory)")
-        return transformers.PreTrainedTokenizerFast.from_pretrained(str(path))
-    cached = cache_dir() / "tokenizers" / offline_tokenizer_id()
+        return transformers.PreTrainedTokenizerFast.from_pretrained(str(path.resolve()))
+    name = offline_tokenizer_id()
+    cached = cache_dir() / "tokenizers" / name
     if not (cached / "tokenizer.json").is_file():
         _build_into(cached)
-    return transformers.PreTrainedTokenizerFast.from_pretrained(str(cached))
+    tokenizer = transformers.PreTrainedTokenizerFast.from_pretrained(str(cached))
+    tokenizer.name_or_path = name  # where it came from, not where the cache happens to live
+    return tokenizer
 
 
 def tokenizer_fingerprint(tokenizer: transformers.PreTrainedTokenizerBase) -> str:
-    """sha256 of the vocabulary, merges, added tokens and chat template: what a shard depends on."""
-    backend = json.loads(tokenizer.backend_tokenizer.to_str())
-    relevant = [backend.get("model"), backend.get("added_tokens"), backend.get("pre_tokenizer"),
-                backend.get("normalizer"), tokenizer.chat_template]
-    return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()
+    """sha256 of the serialized fast tokenizer and chat template: what tokenized data depends on."""
+    digest = hashlib.sha256(tokenizer.backend_tokenizer.to_str().encode())
+    digest.update((tokenizer.chat_template or "").encode())
+    return digest.hexdigest()
 
 
 def _build_into(target: Path) -> None:

@@ -25,7 +25,7 @@ def run(args: argparse.Namespace) -> int:
     from distil_jax.data.prepare import PrepareError, prepare_dataset
 
     try:
-        manifest = prepare_dataset(args.input, args.output, tokenizer_path=args.tokenizer,
+        manifest = prepare_dataset(args.input, args.output, tokenizer=args.tokenizer,
                                    max_length=args.max_length, overlong=args.overlong,
                                    strict=args.strict, shard_size=args.shard_size,
                                    overwrite=args.overwrite)

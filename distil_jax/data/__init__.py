@@ -1,7 +1,7 @@
 """Chat data -> tokenized ArrayRecord shards (`prepare`) -> packed training batches (`pipeline`).
 
 Public API (resolved lazily, so `prepare` never imports grain and nothing here imports JAX):
-- `prepare_dataset(inputs, output, *, tokenizer_path=None, max_length=2048, overlong="truncate",
+- `prepare_dataset(inputs, output, *, tokenizer=None, max_length=2048, overlong="truncate",
   strict=False, shard_size=10_000, overwrite=False) -> manifest dict`
 - `read_manifest(directory) -> dict`
 - `make_dataset(data_dir, *, seq_len, batch_size, seed=0, shard_index=0, shard_count=1, ...)`

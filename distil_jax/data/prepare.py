@@ -39,10 +39,14 @@ class PrepareError(ValueError):
 
 
 def prepare_dataset(inputs: Sequence[str | os.PathLike], output: str | os.PathLike, *,
-                    tokenizer_path: str | os.PathLike | None = None, max_length: int = 2048,
+                    tokenizer=None, max_length: int = 2048,
                     overlong: str = "truncate", strict: bool = False, shard_size: int = 10_000,
                     overwrite: bool = False) -> dict:
-    """Tokenizes `inputs` (`*.jsonl` or `*.array_record`) into `output`; returns the manifest."""
+    """Tokenizes `inputs` (`*.jsonl` or `*.array_record`) into `output`; returns the manifest.
+
+    `tokenizer`: a HF tokenizer directory, an already loaded tokenizer, or None for the offline
+    Qwen2.5 one; the manifest records its `name_or_path` and a fingerprint of its vocabulary.
+    """
     if overlong not in OVERLONG_POLICIES:
         raise PrepareError(f"overlong must be one of {OVERLONG_POLICIES}, got {overlong!r}")
     if max_length < 2:
@@ -55,15 +59,15 @@ def prepare_dataset(inputs: Sequence[str | os.PathLike], output: str | os.PathLi
     if output.exists() and any(output.iterdir()) and not overwrite:
         raise PrepareError(f"{output} exists and is not empty (pass overwrite=True / --overwrite)")
 
-    tokenizer = tokenizer_lib.load_tokenizer(tokenizer_path)
+    if tokenizer is None or isinstance(tokenizer, (str, os.PathLike)):
+        tokenizer = tokenizer_lib.load_tokenizer(tokenizer)
     output.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{output.name}.tmp-", dir=output.parent))
     _chmod_like_mkdir(tmp)
     try:
         manifest = _Run(tokenizer, tmp, max_length, overlong, strict, shard_size).run(inputs)
         manifest["tokenizer"] = {
-            "id": str(Path(tokenizer_path).resolve()) if tokenizer_path
-            else tokenizer_lib.offline_tokenizer_id(),
+            "id": tokenizer.name_or_path,
             "fingerprint": tokenizer_lib.tokenizer_fingerprint(tokenizer),
             "vocab_size": len(tokenizer),
         }
