@@ -41,14 +41,22 @@ def _classify(prompt: str) -> str:
     return "Category: <task>writing</task> (it asks for prose)."
 
 
+_THINGS = ("prime numbers", "binary search", "photosynthesis", "supply chains", "the French revolution",
+           "neural networks", "tidal forces", "compound interest", "sorting algorithms", "volcanoes",
+           "a bakery's budget", "graph colouring", "the water cycle", "unit tests", "medieval castles")
+_ASKS = ("Explain step by step how {a} relates to {b}.", "Write a short guide comparing {a} with {b}.",
+         "Solve a concrete problem that combines {a} and {b}, showing every step.",
+         "Give three questions a student might ask about {a}, then answer the hardest using {b}.")
+_ZH_THINGS = ("质数", "二分查找", "光合作用", "供应链", "复利", "火山", "水循环", "排序算法", "神经网络", "潮汐")
+
+
 def _expand(prompt: str, h: int) -> str:
-    wants_zh = "Chinese" in prompt
-    task = re.search(r"task type: (\w+)", prompt)
-    topic = task.group(1) if task else "general"
-    if wants_zh:
-        text = f"请用三个步骤解释{topic}问题第{h % 9973}号：为什么这个方法有效？"
+    if "Chinese" in prompt:
+        a, b = _ZH_THINGS[h % len(_ZH_THINGS)], _ZH_THINGS[(h // 7) % len(_ZH_THINGS)]
+        text = f"请一步一步地解释{a}和{b}之间有什么联系，并举一个具体的例子（第{h % 97}题）。"
     else:
-        text = f"Solve this new {topic} problem number {h % 9973}: explain each step of the method clearly."
+        a, b = _THINGS[h % len(_THINGS)], _THINGS[(h // 13) % len(_THINGS)]
+        text = _ASKS[(h // 101) % len(_ASKS)].format(a=a, b=b)
     return f"Here is a new instruction:\n```\n<instruction>{text}</instruction>\n```"
 
 
