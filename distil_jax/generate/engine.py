@@ -129,10 +129,10 @@ class Generator:
 
     def generate(self, prompts: Sequence[Sequence[int]], *, max_new_tokens: int | Sequence[int],
                  sampling: Sampling | Sequence[Sampling] = GREEDY, seed: int | Sequence[int] = 0,
-                 num_logprobs: int = 0) -> list[Completion]:
+                 salt: Sequence[int] | None = None, num_logprobs: int = 0) -> list[Completion]:
         """Completions for a batch of token-id prompts. A single `seed` gives row i the stream
-        (seed, i); a list gives each row its own seed (salt 0), so a row's sample is the same
-        whatever else shares its batch."""
+        (seed, i); a list gives each row its own stream (seed_i, salt_i or 0), so a row's sample is
+        the same whatever else shares its batch. `num_logprobs > 0` also returns log-probabilities."""
         n = len(prompts)
         if n == 0:
             return []
@@ -141,7 +141,7 @@ class Generator:
         if isinstance(seed, (int, np.integer)):
             seeds, salts = [int(seed)] * n, list(range(n))
         else:
-            seeds, salts = _as_list(seed, n, "seed"), [0] * n
+            seeds, salts = _as_list(seed, n, "seed"), _as_list(salt or 0, n, "salt")
         lengths = [len(p) for p in prompts]
         if min(lengths) == 0:
             raise ValueError("every prompt needs at least one token")

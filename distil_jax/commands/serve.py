@@ -1,0 +1,38 @@
+"""`distil-jax serve`: an OpenAI-compatible server (/v1/chat/completions, /v1/completions,
+/v1/models) over a checkpoint, batching concurrent requests into one generate call."""
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("--model", required=True, help="HF checkpoint directory")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8000)
+    parser.add_argument("--served_model_name", default=None,
+                        help="name clients pass as `model` (default: the directory's name)")
+    parser.add_argument("--max_model_len", type=int, default=None,
+                        help="prompt + completion limit (default: the model's max positions)")
+    parser.add_argument("--max_tokens", type=int, default=512, help="default max_tokens")
+    parser.add_argument("--max_batch", type=int, default=32)
+    parser.add_argument("--max_wait_ms", type=float, default=10.0,
+                        help="how long an idle server waits to fill a batch")
+    parser.add_argument("--dtype", choices=("float32", "bfloat16"), default=None)
+
+
+def run(args) -> int:
+    from distil_jax.generate.loading import load_model, load_tokenizer_for
+    from distil_jax.model.config import parse_dtype
+    from distil_jax.serve import ServeConfig, serve_forever
+
+    name = args.served_model_name or Path(args.model).resolve().name
+    config = ServeConfig(served_model_names=(name,), max_model_len=args.max_model_len,
+                         default_max_tokens=args.max_tokens, max_batch=args.max_batch,
+                         max_wait_s=args.max_wait_ms / 1000)
+    tokenizer = load_tokenizer_for(args.model)
+    model = load_model(args.model, dtype=parse_dtype(args.dtype) if args.dtype else None)
+    try:
+        serve_forever(model, tokenizer, args.host, args.port, config)
+    except KeyboardInterrupt:
+        pass
+    return 0

@@ -1,0 +1,97 @@
+"""Request batching: rows from concurrent requests are gathered into one generate call.
+
+The event loop queues rows; one worker takes the first waiting row, waits up to `max_wait_s` for
+more (or none, if the batch fills), and runs the batch on a single generation thread, so the device
+sees one call at a time. While a batch runs, new rows pile up and form the next batch.
+"""
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from concurrent.futures import ThreadPoolExecutor
+
+from distil_jax.generate.engine import Completion, Generator
+from distil_jax.serve.protocol import Row
+
+
+@dataclasses.dataclass
+class BatchStats:
+    batches: int = 0
+    rows: int = 0
+    largest_batch: int = 0
+
+
+class Batcher:
+    def __init__(self, generator: Generator, *, max_batch: int = 32, max_wait_s: float = 0.01):
+        self.generator = generator
+        self.max_batch = max_batch
+        self.max_wait_s = max_wait_s
+        self.stats = BatchStats()
+        self._queue: asyncio.Queue | None = None
+        self._worker: asyncio.Task | None = None
+        self._executor = ThreadPoolExecutor(1, thread_name_prefix="distil-jax-generate")
+
+    def start(self) -> None:
+        """Call from inside the serving event loop."""
+        self._queue = asyncio.Queue()
+        self._worker = asyncio.get_running_loop().create_task(self._run())
+
+    async def stop(self) -> None:
+        if self._worker is not None:
+            self._worker.cancel()
+            try:
+                await self._worker
+            except asyncio.CancelledError:
+                pass
+        self._executor.shutdown(wait=True)
+
+    async def submit(self, rows: list[Row]) -> list[Completion]:
+        loop = asyncio.get_running_loop()
+        futures = [loop.create_future() for _ in rows]
+        for row, future in zip(rows, futures):
+            self._queue.put_nowait((row, future))
+        return list(await asyncio.gather(*futures))
+
+    async def _gather(self) -> list:
+        loop = asyncio.get_running_loop()
+        batch = [await self._queue.get()]
+        deadline = loop.time() + self.max_wait_s
+        while len(batch) < self.max_batch:
+            if not self._queue.empty():
+                batch.append(self._queue.get_nowait())
+                continue
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                break
+            try:
+                batch.append(await asyncio.wait_for(self._queue.get(), remaining))
+            except asyncio.TimeoutError:
+                break
+        return [(row, f) for row, f in batch if not f.done()]  # drop rows whose client left
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            batch = await self._gather()
+            if not batch:
+                continue
+            rows = [row for row, _ in batch]
+            try:
+                completions = await loop.run_in_executor(self._executor, self._generate, rows)
+            except Exception as e:  # one bad batch fails its requests, not the server
+                for _, future in batch:
+                    if not future.done():
+                        future.set_exception(e)
+                continue
+            for (_, future), completion in zip(batch, completions):
+                if not future.done():
+                    future.set_result(completion)
+
+    def _generate(self, rows: list[Row]) -> list[Completion]:
+        self.stats.batches += 1
+        self.stats.rows += len(rows)
+        self.stats.largest_batch = max(self.stats.largest_batch, len(rows))
+        return self.generator.generate(
+            [r.prompt for r in rows], max_new_tokens=[r.max_new_tokens for r in rows],
+            sampling=[r.sampling for r in rows], seed=[r.seed for r in rows],
+            salt=[r.salt for r in rows], num_logprobs=max(r.num_logprobs for r in rows))
