@@ -82,6 +82,7 @@ def make_dataset(data_dir: str | os.PathLike, *, seq_len: int, batch_size: int, 
     ds = ds.map(_DecodeDocument(seq_len))
     it = ds.to_iter_dataset(grain.ReadOptions(num_threads=read_threads, prefetch_buffer_size=64))
     if worker_count > 0:
+        _mark_absl_flags_parsed()
         it = it.mp_prefetch(grain.MultiprocessingOptions(
             num_workers=worker_count, per_worker_buffer_size=worker_buffer_size))
     it = grain.experimental.FirstFitPackIterDataset(
@@ -93,3 +94,11 @@ def make_dataset(data_dir: str | os.PathLike, *, seq_len: int, batch_size: int, 
 def make_iterator(data_dir: str | os.PathLike, **kwargs) -> grain.DatasetIterator:
     """`iter(make_dataset(...))`: a `DatasetIterator` with `get_state()` / `set_state(state)`."""
     return iter(make_dataset(data_dir, **kwargs))
+
+
+def _mark_absl_flags_parsed() -> None:
+    """grain's worker processes read absl flags; outside `absl.app.run` nobody parsed them."""
+    from absl import flags
+
+    if not flags.FLAGS.is_parsed():
+        flags.FLAGS.mark_as_parsed()
