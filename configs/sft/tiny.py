@@ -1,10 +1,11 @@
-"""SFT of a tiny Qwen2-architecture student, from scratch, on CPU in a couple of minutes.
+"""SFT of a tiny Qwen2-architecture student (2 layers, hidden 64), from scratch, on CPU.
 
     distil-jax prepare --input data.jsonl --out /tmp/sft-data   # chat JSONL -> shards
     distil-jax train --config configs/sft/tiny.py --workdir /tmp/sft-tiny \
         --config.data.path=/tmp/sft-data
 
-Expected: the loss falls from ~ln(151936)=11.9 below 6 within 200 steps; the workdir holds
+Expected: ~2 s a step on 2 CPU cores (the 151,936-way LM head dominates); the loss falls
+from ln(151936)=11.9 to below 7 in 100 steps; the workdir holds
 `metrics.jsonl`, TensorBoard events and orbax checkpoints; running the command again resumes.
 The vocabulary is the real Qwen2.5 one so the shards of the real tokenizer fit it.
 """
@@ -26,9 +27,9 @@ def get_config(arg=None):
   del arg
   c = ml_collections.ConfigDict()
   c.seed = 0
-  c.steps = 200
+  c.steps = 100
   c.grad_accum = 1
-  c.loss_chunk = 128
+  c.loss_chunk = 64
   c.log_every = 10
   c.model = dict(preset="tiny", vocab_size=151936, param_dtype="float32",
                  compute_dtype="float32", remat_policy="none", attention_impl="xla")
@@ -37,6 +38,6 @@ def get_config(arg=None):
   c.rules = rules()
   c.optim = dict(lr=3e-3, schedule="cosine", warmup_steps=20, min_lr_ratio=0.1, b1=0.9,
                  b2=0.95, eps=1e-8, weight_decay=0.0, clip_norm=1.0)
-  c.data = dict(path="", seq_len=256, batch_size=8, seed=0, num_epochs=0, worker_count=0)
-  c.checkpoint = dict(every_steps=100, keep=2, async_save=True)
+  c.data = dict(path="", seq_len=128, batch_size=8, seed=0, num_epochs=0, worker_count=0)
+  c.checkpoint = dict(every_steps=50, keep=2, async_save=True)
   return c

@@ -20,7 +20,7 @@ class Schedule(enum.Enum):
 class InitKind(enum.Enum):
   FRESH = "fresh"  # random init from the seed
   HF = "hf"  # a Hugging Face checkpoint directory, streamed into the shardings
-  ORBAX = "orbax"  # the parameters of a distil-jax checkpoint step directory
+  ORBAX = "orbax"  # `distil-jax convert` output, or a step directory of an earlier run
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -97,12 +97,17 @@ def _model_config(model: dict[str, Any], init: InitConfig) -> ModelConfig:
     kw["attention_impl"] = AttentionImpl(kw["attention_impl"])
   if "remat_policy" in kw:
     kw["remat_policy"] = RematPolicy(kw["remat_policy"])
+  import json
+  import os
   if init.kind is InitKind.HF:
-    import json
-    import os
     cfg_path = os.path.join(init.path, "config.json")
     with open(cfg_path) as f:
       return ModelConfig.from_hf(json.load(f), source=cfg_path, **kw)
+  if init.kind is InitKind.ORBAX:
+    from distil_jax import checkpoints
+    if checkpoints.is_model_checkpoint(init.path):  # written by `distil-jax convert`
+      with open(os.path.join(init.path, checkpoints.CONFIG_FILE)) as f:
+        return checkpoints.config_from_json(json.load(f), **kw)
   return ModelConfig.by_name(preset, **kw)
 
 

@@ -37,8 +37,18 @@ def init_params(cfg: TrainConfig, mesh, abstract_params: nnx.State) -> nnx.State
   if cfg.init.kind is InitKind.HF:
     from distil_jax.hf.load import load_hf_state  # cfg.model was read from its config.json
     return nnx.state(load_hf_state(cfg.init.path, cfg.model, mesh, cfg.rules))
+  from distil_jax import checkpoints
+  if checkpoints.is_model_checkpoint(cfg.init.path):
+    model = checkpoints.load_model(cfg.init.path, mesh, cfg.rules, **_runtime_fields(cfg.model))
+    return nnx.state(model)
   from distil_jax.train.checkpoint import restore_params
   return restore_params(cfg.init.path, abstract_params)
+
+
+def _runtime_fields(model_cfg) -> dict:
+  """What the train config may choose for a model whose sizes a checkpoint fixes."""
+  return {k: getattr(model_cfg, k) for k in
+          ("param_dtype", "compute_dtype", "attention_impl", "remat_policy")}
 
 
 def init_train_state(cfg: TrainConfig, mesh, tx: optax.GradientTransformation,

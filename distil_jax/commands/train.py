@@ -1,0 +1,84 @@
+"""`distil-jax train --config configs/sft/x.py --workdir DIR [--config.a.b=value ...]`.
+
+Runs again in the same workdir to resume from its latest checkpoint. Exit code 0 when the run
+finished or was stopped by SIGTERM/SIGINT after saving; 1 when a loss went non-finite.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+ACCEPTS_OVERRIDES = True  # --config.<key>=<value>, checked against the locked config
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+  parser.add_argument("--config", required=True, metavar="FILE[:ARG]",
+                      help="an ml-collections config file, e.g. configs/sft/tiny.py")
+  parser.add_argument("--workdir", required=True, metavar="DIR",
+                      help="checkpoints, metrics.jsonl and TensorBoard events go here")
+  parser.add_argument("--export", default=None, metavar="HF_DIR",
+                      help="after training, write the student as a Hugging Face directory")
+  parser.add_argument("--tokenizer", default=None, metavar="HF_DIR",
+                      help="tokenizer files for --export (default: the offline Qwen2.5 one)")
+  parser.add_argument("--coordinator", default=None, metavar="HOST:PORT",
+                      help="multi-process: the jax.distributed coordinator address")
+  parser.add_argument("--num_processes", type=int, default=None)
+  parser.add_argument("--process_id", type=int, default=None)
+  parser.add_argument("--no_progress", action="store_true", help="no progress bar")
+
+
+def maybe_initialize_distributed(args) -> None:
+  import jax
+  if args.coordinator:
+    jax.distributed.initialize(args.coordinator, num_processes=args.num_processes,
+                               process_id=args.process_id)
+
+
+def run(args: argparse.Namespace) -> int:
+  from distil_jax.train.config import from_config_dict, load_config
+  try:
+    config_dict = load_config(args.config, args.overrides)
+    cfg = from_config_dict(config_dict)
+  except (KeyError, ValueError, TypeError, AttributeError, FileNotFoundError) as e:
+    print(f"distil-jax train: config error: {e}", file=sys.stderr)
+    return 2
+  maybe_initialize_distributed(args)
+
+  import jax
+  from distil_jax.data import make_iterator
+  from distil_jax.train.loop import train
+  from distil_jax.train.metrics import NonFiniteError
+
+  os.makedirs(args.workdir, exist_ok=True)
+  if jax.process_index() == 0:
+    with open(os.path.join(args.workdir, "config.json"), "w") as f:
+      f.write(config_dict.to_json(indent=2))
+  if not cfg.data.path:
+    print("distil-jax train: config error: data.path is empty; pass "
+          "--config.data.path=<a directory written by distil-jax prepare>", file=sys.stderr)
+    return 2
+  batches = make_iterator(
+      cfg.data.path, seq_len=cfg.data.seq_len,
+      batch_size=cfg.data.batch_size // jax.process_count(), seed=cfg.data.seed,
+      shard_index=jax.process_index(), shard_count=jax.process_count(),
+      num_epochs=cfg.data.num_epochs or None, worker_count=cfg.data.worker_count)
+  try:
+    result = train(cfg, args.workdir, batches, progress=not args.no_progress)
+  except NonFiniteError as e:
+    print(f"distil-jax train: {e}", file=sys.stderr)
+    return 1
+  summary = {"step": result.step, "preempted": result.preempted, **result.last_metrics}
+  if jax.process_index() == 0:
+    print(json.dumps(summary))
+  if args.export and not result.preempted:
+    from flax import nnx
+    from distil_jax.hf import save_pretrained
+    from distil_jax.tokenizer import load_tokenizer
+    model = nnx.merge(result.graphdef, result.state.params)
+    tokenizer = load_tokenizer(args.tokenizer) if args.tokenizer else None
+    save_pretrained(model, args.export, tokenizer=tokenizer)
+    if jax.process_index() == 0:
+      print(f"exported the student to {args.export}")
+  return 0
