@@ -57,14 +57,17 @@ def _to_training_batch(packed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
 def make_dataset(data_dir: str | os.PathLike, *, seq_len: int, batch_size: int, seed: int = 0,
                  shard_index: int = 0, shard_count: int = 1, num_epochs: int | None = None,
                  shuffle: bool = True, num_packing_bins: int | None = None,
-                 worker_count: int = 0, worker_buffer_size: int = 4,
-                 read_threads: int = 2) -> grain.IterDataset:
+                 worker_count: int = 0, worker_buffer_size: int = 4, read_threads: int = 2,
+                 prefetch_batches: int = 2) -> grain.IterDataset:
     """The batch stream of one process, as a grain `IterDataset` (iterate it, or `iter()` it).
 
     `shard_index`/`shard_count`: this process's slice of every epoch (pass
     `jax.process_index()`, `jax.process_count()`); slices are disjoint and cover the data.
     `num_epochs=None` repeats forever. `num_packing_bins` (default `batch_size`) rows are
-    packed at once: more bins pack tighter. `worker_count > 0` decodes in that many processes.
+    packed at once: more bins pack tighter. `worker_count > 0` decodes in that many processes
+    (a script using them needs the `if __name__ == "__main__":` guard: workers are spawned).
+    `prefetch_batches` batches are packed ahead in a background thread, so packing overlaps
+    the train step; the iterator state still points at the last batch handed out.
     """
     if not 0 <= shard_index < shard_count:
         raise ValueError(f"shard_index {shard_index} outside [0, {shard_count})")
@@ -88,7 +91,10 @@ def make_dataset(data_dir: str | os.PathLike, *, seq_len: int, batch_size: int, 
     it = grain.experimental.FirstFitPackIterDataset(
         it, length_struct={k: seq_len for k in FEATURES},
         num_packing_bins=num_packing_bins or batch_size, seed=seed, shuffle_bins=True)
-    return it.batch(batch_size, drop_remainder=True).map(_to_training_batch)
+    it = it.batch(batch_size, drop_remainder=True).map(_to_training_batch)
+    if prefetch_batches > 0:
+        it = grain.experimental.ThreadPrefetchIterDataset(it, prefetch_buffer_size=prefetch_batches)
+    return it
 
 
 def make_iterator(data_dir: str | os.PathLike, **kwargs) -> grain.DatasetIterator:
