@@ -8,13 +8,23 @@ from distil_jax.generate.sampling import row_keys, sample
 LOGITS = np.log(np.array([0.5, 0.25, 0.15, 0.07, 0.03], np.float32))
 
 
-def _frequencies(temperature, top_k, top_p, n=20000):
+N = 20000
+
+
+@jax.jit
+def _sample_n(temperature, top_k, top_p):
+    n = N
     logits = jnp.broadcast_to(jnp.asarray(LOGITS), (n, LOGITS.size))
     keys = row_keys(jnp.zeros(n, jnp.uint32), jnp.arange(n, dtype=jnp.uint32))
     full = lambda v, dt: jnp.full((n,), v, dt)
     ids = sample(logits, keys, full(temperature, jnp.float32), full(top_k, jnp.int32),
                  full(top_p, jnp.float32), any_sampling=True)
-    return np.bincount(np.asarray(ids), minlength=LOGITS.size) / n
+    return ids
+
+
+def _frequencies(temperature, top_k, top_p):
+    ids = _sample_n(jnp.float32(temperature), jnp.int32(top_k), jnp.float32(top_p))
+    return np.bincount(np.asarray(ids), minlength=LOGITS.size) / N
 
 
 def test_temperature_1_samples_the_softmax():
@@ -38,4 +48,4 @@ def test_top_p_keeps_the_smallest_prefix_reaching_p():
 
 
 def test_temperature_0_is_argmax_even_in_a_sampling_batch():
-    assert _frequencies(0.0, 0, 1.0, n=64)[0] == 1.0
+    assert _frequencies(0.0, 0, 1.0)[0] == 1.0
