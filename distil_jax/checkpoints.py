@@ -48,9 +48,11 @@ def save_model(model: Qwen2, path: str, *, overwrite: bool = False) -> str:
     raise FileExistsError(f"{path} exists; pass overwrite=True to replace it")
   tmp = f"{path}.tmp-{uuid.uuid4().hex[:8]}"
   tmp = multihost_broadcast_str(tmp)
-  with ocp.StandardCheckpointer() as ckptr:
-    ckptr.save(os.path.join(tmp, "params"), nnx.state(model, nnx.Param).to_pure_dict())
-    ckptr.wait_until_finished()
+  # Bound device->host staging so saving never holds a second copy of the model.
+  handler = ocp.PyTreeCheckpointHandler(save_device_host_concurrent_gb=0.25)
+  with ocp.Checkpointer(handler) as ckptr:
+    ckptr.save(os.path.join(tmp, "params"),
+               args=ocp.args.PyTreeSave(nnx.state(model, nnx.Param).to_pure_dict()))
   if jax.process_index() == 0:
     with open(os.path.join(tmp, CONFIG_FILE), "w") as f:
       json.dump(config_to_json(model.cfg), f, indent=2)
@@ -69,8 +71,10 @@ def load_model(path: str, mesh, rules: Rules = DEFAULT_RULES, **config_overrides
   target = jax.tree.map(
       lambda v, s: jax.ShapeDtypeStruct(v.shape, v.dtype, sharding=s.get_value()),
       abs_state, shardings, is_leaf=lambda x: isinstance(x, nnx.Variable))
-  with ocp.StandardCheckpointer() as ckptr:
-    restored = ckptr.restore(os.path.join(path, "params"), target.to_pure_dict())
+  with ocp.Checkpointer(ocp.PyTreeCheckpointHandler()) as ckptr:
+    restored = ckptr.restore(os.path.join(path, "params"), args=ocp.args.PyTreeRestore(
+        target.to_pure_dict(), restore_args=ocp.checkpoint_utils.construct_restore_args(
+            target.to_pure_dict())))
   nnx.replace_by_pure_dict(abs_state, restored)
   return nnx.merge(graphdef, abs_state)
 
