@@ -141,10 +141,16 @@ def use_mesh(mesh: Mesh, rules: Rules = DEFAULT_RULES) -> Iterator[Mesh]:
     _RULES.reset(token)
 
 
-def constrain(x: jax.Array, axes: Sequence[str | None]) -> jax.Array:
-  """Pin an activation's layout by logical names; a no-op outside `use_mesh`."""
+def current_spec(axes: Sequence[str | None], shape: Sequence[int]) -> PartitionSpec | None:
+  """The PartitionSpec logical `axes` take under the current `use_mesh`, or None outside it."""
   rules = _RULES.get()
   mesh = jax.sharding.get_abstract_mesh()
   if rules is None or mesh is None or mesh.empty:
-    return x
-  return jax.lax.with_sharding_constraint(x, logical_to_spec(axes, rules, x.shape, mesh))
+    return None
+  return logical_to_spec(axes, rules, shape, mesh)
+
+
+def constrain(x: jax.Array, axes: Sequence[str | None]) -> jax.Array:
+  """Pin an activation's layout by logical names; a no-op outside `use_mesh`."""
+  spec = current_spec(axes, x.shape)
+  return x if spec is None else jax.lax.with_sharding_constraint(x, spec)

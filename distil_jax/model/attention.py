@@ -65,5 +65,8 @@ def self_attention(impl: AttentionImpl, q, k, v, positions_BxT, segment_ids_BxT)
   causality inside a packed row comes from the (segment, position) pair."""
   if impl is AttentionImpl.CUDNN:
     return attend_cudnn(q, k, v, segment_ids_BxT)
+  if impl is AttentionImpl.SPLASH:
+    from distil_jax.model.splash import attend_splash  # noqa: PLC0415 (Pallas import is slow)
+    return attend_splash(q, k, v, segment_ids_BxT)
   mask = segment_causal_mask(positions_BxT, segment_ids_BxT, positions_BxT, segment_ids_BxT)
   return attend_xla(q, k, v, mask)

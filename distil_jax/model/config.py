@@ -11,6 +11,7 @@ import jax.numpy as jnp
 class AttentionImpl(enum.Enum):
   XLA = "xla"  # portable einsum path; the CPU path and the decode path
   CUDNN = "cudnn"  # cuDNN flash attention via jax.nn.dot_product_attention (GPU)
+  SPLASH = "splash"  # Pallas splash attention (TPU; interpret mode elsewhere, for tests)
 
 
 class RematPolicy(enum.Enum):
