@@ -10,10 +10,13 @@ from __future__ import annotations
 import asyncio
 import collections
 import dataclasses
+import importlib.util
 import json
 import math
 import os
 import random
+import ssl
+import sys
 import time
 
 import httpx
@@ -81,6 +84,14 @@ def _completion_from_body(key: str, body: bytes) -> Completion:
     return Completion(key, content, finish_reason, prompt_tokens, completion_tokens)
 
 
+def _remember_that_sniffio_is_missing() -> None:
+    """httpcore runs `import sniffio` on every request; when it is not installed, each failed import scans
+    sys.path again (measured: ~9 ms of client CPU per request). A None entry makes the import fail at once,
+    and httpcore then assumes asyncio, which is what we run."""
+    if "sniffio" not in sys.modules and importlib.util.find_spec("sniffio") is None:
+        sys.modules["sniffio"] = None
+
+
 class TeacherClient:
     """Use as `async with TeacherClient(endpoint, journal) as client: await client.complete(...)`."""
 
@@ -108,10 +119,12 @@ class TeacherClient:
         limits = httpx.Limits(max_connections=self.endpoint.pool_size,
                               max_keepalive_connections=self.endpoint.pool_size)
         timeout = httpx.Timeout(self.endpoint.timeout_s)
+        _remember_that_sniffio_is_missing()
+        tls = ssl.create_default_context()  # loading CA certificates once, not once per pool (~150 ms each)
         headers = {"Content-Type": "application/json"}
         if self._api_key:
             headers["Authorization"] = f"Bearer {self._api_key}"
-        self._pools = [httpx.AsyncClient(limits=limits, timeout=timeout, headers=headers, trust_env=False)
+        self._pools = [httpx.AsyncClient(limits=limits, timeout=timeout, headers=headers, trust_env=False, verify=tls)
                        for _ in range(num_pools)]
         self._pool_load = [0] * num_pools
         return self
