@@ -138,12 +138,15 @@ def load_tokenizer(path: str | os.PathLike | None = None) -> transformers.PreTra
         path = Path(path)
         if not (path / "tokenizer.json").is_file():
             raise FileNotFoundError(f"{path}: no tokenizer.json (expected a HF checkpoint directory)")
-        return transformers.PreTrainedTokenizerFast.from_pretrained(str(path.resolve()))
+        tokenizer = transformers.AutoTokenizer.from_pretrained(str(path.resolve()))
+        if not isinstance(tokenizer, transformers.PreTrainedTokenizerFast):
+            raise TypeError(f"{path}: loaded a {type(tokenizer).__name__}, expected a fast tokenizer")
+        return tokenizer
     name = offline_tokenizer_id()
     cached = cache_dir() / "tokenizers" / name
     if not (cached / "tokenizer.json").is_file():
         _build_into(cached)
-    tokenizer = transformers.PreTrainedTokenizerFast.from_pretrained(str(cached))
+    tokenizer = transformers.AutoTokenizer.from_pretrained(str(cached))
     tokenizer.name_or_path = name  # where it came from, not where the cache happens to live
     return tokenizer
 
@@ -162,6 +165,12 @@ def _build_into(target: Path) -> None:
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
     try:
         tokenizer.save_pretrained(str(tmp))
+        # Load it back as Qwen2.5's own class, so a re-saved copy names `Qwen2Tokenizer` as the
+        # real checkpoints do (transformers 4.x and 5.x both resolve that name).
+        config_path = tmp / "tokenizer_config.json"
+        config = json.loads(config_path.read_text())
+        config["tokenizer_class"] = "Qwen2Tokenizer"
+        config_path.write_text(json.dumps(config, indent=2, ensure_ascii=False) + "\n")
         try:
             os.rename(tmp, target)
         except OSError:  # another process won the race; its copy is identical
@@ -179,7 +188,12 @@ def build_offline_tokenizer() -> transformers.PreTrainedTokenizerFast:
     backend = TikTokenConverter(vocab_file=str(tiktoken_path()), pattern=QWEN2_PATTERN).converted()
     if backend.get_vocab_size() != NUM_BPE_RANKS:
         raise ValueError(f"expected {NUM_BPE_RANKS} BPE ranks, got {backend.get_vocab_size()}")
-    backend.normalizer = normalizers.NFC()  # as in Qwen2.5's tokenizer.json
+    # As in Qwen2.5's tokenizer.json: NFC, and plain BPE merging (the converter's tiktoken-style
+    # whole-word shortcut, `ignore_merges`, is off there).
+    backend.normalizer = normalizers.NFC()
+    backend.model.ignore_merges = False
+    backend.model.continuing_subword_prefix = ""
+    backend.model.end_of_word_suffix = ""
     backend.add_tokens([AddedToken(t, special=s, normalized=False) for t, s in ADDED_TOKENS])
     tokenizer = transformers.PreTrainedTokenizerFast(
         tokenizer_object=backend,

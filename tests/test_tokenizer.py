@@ -70,6 +70,14 @@ def test_save_pretrained_reloads_identically(tok, tmp_path):
     assert tokenizer_lib.tokenizer_fingerprint(again) == tokenizer_lib.tokenizer_fingerprint(tok)
     config = json.loads((tmp_path / "hf" / "tokenizer_config.json").read_text())
     assert config["eos_token"] == "<|im_end|>"
+    assert config["tokenizer_class"] == "Qwen2Tokenizer"  # what real Qwen2.5 checkpoints name
+
+
+def test_bpe_settings_match_qwen2p5_tokenizer_json(tok):
+    model = json.loads(tok.backend_tokenizer.to_str())["model"]
+    assert {k: model[k] for k in ("type", "ignore_merges", "byte_fallback", "fuse_unk")} == {
+        "type": "BPE", "ignore_merges": False, "byte_fallback": False, "fuse_unk": False}
+    assert len(model["vocab"]) == tokenizer_lib.NUM_BPE_RANKS
 
 
 def test_missing_tokenizer_json_is_a_clear_error(tmp_path):
