@@ -62,7 +62,7 @@ def train_step(state: TrainState, batch: dict[str, jax.Array], rng: jax.Array, *
   tokens = aux["tokens"]
   denom = jnp.maximum(tokens, 1.0)
   grads = jax.tree.map(lambda g, p: (g / denom).astype(p.dtype), grads, state.params)
-  grad_norm = optax.global_norm(grads)
+  grad_norm = optax.tree.norm(grads)
   updates, opt_state = tx.update(grads, state.opt_state, state.params)
   params = optax.apply_updates(state.params, updates)
   metrics = {

@@ -57,7 +57,7 @@ def tiny_train_config(**kw) -> TrainConfig:
       optim=OptimConfig(lr=3e-3, schedule=Schedule.COSINE, warmup_steps=2),
       data=DataConfig(seq_len=64, batch_size=8),
       checkpoint=CheckpointConfig(every_steps=4, keep=2, async_save=True),
-      steps=8, loss_chunk=16, log_every=1)
+      steps=6, loss_chunk=16, log_every=1)
   base.update(kw)
   return TrainConfig(**base)
 
