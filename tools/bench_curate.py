@@ -77,7 +77,7 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=6144)
     parser.add_argument("--in_flight", type=int, default=512)
     parser.add_argument("--delay_s", type=float, default=1.0)
-    parser.add_argument("--pool_sizes", default="16,512", help="connections per AsyncClient pool, one run each")
+    parser.add_argument("--pool_sizes", default="8,16,512", help="connections per AsyncClient pool, one run each")
     args = parser.parse_args()
     try:
         import uvloop
