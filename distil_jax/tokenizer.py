@@ -22,6 +22,8 @@ QWEN2_PATTERN = (
     r"""|\s*[\r\n]+|\s+(?!\S)|\s+"""
 )
 NUM_BPE_RANKS = 151_643
+# Bump whenever `build_offline_tokenizer` changes what it writes: it is part of the cache key.
+BUILD_VERSION = 2
 
 # (token, special): in Qwen2.5 the tool-call and fill-in-the-middle tokens are added but not
 # "special", so `decode(skip_special_tokens=True)` keeps them. Ids follow from the order.
@@ -125,7 +127,7 @@ def cache_dir() -> Path:
 def offline_tokenizer_id() -> str:
     """A name for the built-in tokenizer that changes whenever its ranks or additions do."""
     digest = hashlib.sha256(tiktoken_path().read_bytes())
-    digest.update(json.dumps([QWEN2_PATTERN, ADDED_TOKENS, QWEN2P5_CHAT_TEMPLATE]).encode())
+    digest.update(json.dumps([BUILD_VERSION, QWEN2_PATTERN, ADDED_TOKENS, QWEN2P5_CHAT_TEMPLATE]).encode())
     return f"qwen2.5-offline-{digest.hexdigest()[:16]}"
 
 
