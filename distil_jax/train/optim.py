@@ -7,6 +7,13 @@ from distil_jax.train.config import OptimConfig, Schedule
 
 
 def lr_schedule(cfg: OptimConfig, total_steps: int) -> optax.Schedule:
+  """The rate of update number `count` (0-based): warm-up reaches `lr` at update `warmup_steps`,
+  so the first update already moves (a schedule starting at 0 would waste it)."""
+  base = _base_schedule(cfg, total_steps)
+  return lambda count: base(count + 1)
+
+
+def _base_schedule(cfg: OptimConfig, total_steps: int) -> optax.Schedule:
   warmup = max(cfg.warmup_steps, 0)
   if cfg.schedule is Schedule.CONSTANT:
     if not warmup:
