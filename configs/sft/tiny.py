@@ -1,6 +1,6 @@
 """SFT of a tiny Qwen2-architecture student (2 layers, hidden 64), from scratch, on CPU.
 
-    distil-jax prepare --input data.jsonl --out /tmp/sft-data   # chat JSONL -> shards
+    distil-jax prepare --input data.jsonl --output /tmp/sft-data   # chat JSONL -> shards
     distil-jax train --config configs/sft/tiny.py --workdir /tmp/sft-tiny \
         --config.data.path=/tmp/sft-data
 

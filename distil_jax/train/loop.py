@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import signal
+import threading
 from typing import Iterator
 
 import jax
@@ -73,7 +74,8 @@ def train(cfg: TrainConfig, workdir: str, batches: Iterator, *, loss_fn: LossFn 
   ckpt = Checkpointer(workdir, cfg.checkpoint)
   writer = M.MetricsWriter(workdir)
   multi = jax.process_count() > 1
-  signals = () if multi else (signal.SIGTERM, signal.SIGINT)
+  main_thread = threading.current_thread() is threading.main_thread()
+  signals = (signal.SIGTERM, signal.SIGINT) if main_thread and not multi else ()
   try:
     with use_mesh(mesh, cfg.rules), _StopFlag().installed(signals) as stop:
       graphdef, abstract_state = abstract_train_state(cfg, mesh, tx)
