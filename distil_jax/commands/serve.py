@@ -11,6 +11,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--port", type=int, default=8000)
     parser.add_argument("--served_model_name", default=None,
                         help="name clients pass as `model` (default: the directory's name)")
+    parser.add_argument("--strict_model_name", action="store_true",
+                        help="answer 404 to any other `model` (default: every name reaches it)")
     parser.add_argument("--max_model_len", type=int, default=None,
                         help="prompt + completion limit (default: the model's max positions)")
     parser.add_argument("--max_tokens", type=int, default=512, help="default max_tokens")
@@ -26,7 +28,8 @@ def run(args) -> int:
     from distil_jax.serve import ServeConfig, serve_forever
 
     name = args.served_model_name or Path(args.model).resolve().name
-    config = ServeConfig(served_model_names=(name,), max_model_len=args.max_model_len,
+    config = ServeConfig(served_model_names=(name,), strict_model_name=args.strict_model_name,
+                         max_model_len=args.max_model_len,
                          default_max_tokens=args.max_tokens, max_batch=args.max_batch,
                          max_wait_s=args.max_wait_ms / 1000)
     tokenizer = load_tokenizer_for(args.model)

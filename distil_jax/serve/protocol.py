@@ -58,10 +58,13 @@ def _number(body, name, default, kind, lo=None, hi=None):
     return kind(value)
 
 
-def _common(body: dict, served: tuple[str, ...], max_len: int, default_max_tokens: int):
+def _common(body: dict, served: tuple[str, ...], max_len: int, default_max_tokens: int,
+            strict_model: bool):
     if not isinstance(body, dict):
         raise RequestError("request body must be a JSON object")
     model = body.get("model", served[0])
+    if model not in served and not strict_model:
+        model = served[0]  # one model per server: any name reaches it, as with llama.cpp
     if model not in served:
         raise RequestError(f"The model '{model}' does not exist; this server has {list(served)}",
                            param="model", status=404, code="model_not_found")
@@ -106,8 +109,9 @@ def _row(prompt, max_tokens, sampling, seed, salt, num_logprobs, max_len, param)
     return Row(prompt, max_tokens, sampling, seed, salt, num_logprobs)
 
 
-def parse_chat(body, tokenizer, served, max_len, default_max_tokens) -> Job:
-    model, sampling, seed, stop, max_tokens = _common(body, served, max_len, default_max_tokens)
+def parse_chat(body, tokenizer, served, max_len, default_max_tokens, strict_model=False) -> Job:
+    model, sampling, seed, stop, max_tokens = _common(body, served, max_len, default_max_tokens,
+                                                      strict_model)
     messages = body.get("messages")
     if not isinstance(messages, list) or not messages:
         raise RequestError("'messages' must be a non-empty list", param="messages")
@@ -133,8 +137,9 @@ def parse_chat(body, tokenizer, served, max_len, default_max_tokens) -> Job:
     return Job("chat", model, [row], stop, logprobs)
 
 
-def parse_completion(body, tokenizer, served, max_len, default_max_tokens) -> Job:
-    model, sampling, seed, stop, max_tokens = _common(body, served, max_len, default_max_tokens)
+def parse_completion(body, tokenizer, served, max_len, default_max_tokens, strict_model=False) -> Job:
+    model, sampling, seed, stop, max_tokens = _common(body, served, max_len, default_max_tokens,
+                                                      strict_model)
     if body.get("echo"):
         raise RequestError("echo=true is not supported", param="echo")
     if body.get("suffix"):

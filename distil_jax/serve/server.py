@@ -20,6 +20,7 @@ log = logging.getLogger(__name__)
 @dataclasses.dataclass(frozen=True)
 class ServeConfig:
     served_model_names: tuple[str, ...] = ("distil-jax",)
+    strict_model_name: bool = False  # True: a `model` not in served_model_names is a 404
     max_model_len: int | None = None  # default: the model's max_position_embeddings
     default_max_tokens: int = 512
     max_batch: int = 32
@@ -56,7 +57,8 @@ class App:
 
     def _parse_args(self):
         c = self.config
-        return self.tokenizer, c.served_model_names, self.max_len, c.default_max_tokens
+        return (self.tokenizer, c.served_model_names, self.max_len, c.default_max_tokens,
+                c.strict_model_name)
 
     async def _chat(self, body):
         job = protocol.parse_chat(body, *self._parse_args())

@@ -22,7 +22,7 @@ def server(tmp_path_factory, tokenizer):
     path = make_hf_checkpoint(str(tmp_path_factory.mktemp("serve") / "hf"), **CHAT)
     model = distil_jax.from_pretrained(path, dtype=jnp.float32)
     # A generous wait so that requests fired together are certain to share a batch.
-    config = ServeConfig(served_model_names=("tiny",), default_max_tokens=8, max_batch=8,
+    config = ServeConfig(served_model_names=("tiny",), strict_model_name=True, default_max_tokens=8, max_batch=8,
                          max_wait_s=0.3)
     handle = start_server(model, tokenizer, port=0, config=config)
     yield handle

@@ -124,3 +124,10 @@ def test_malformed_json_unknown_route_and_wrong_method(server):
     assert httpx.get(f"{server.url}/chat/completions", timeout=10).status_code == 405
     assert httpx.post(f"{server.url}/completions", json={"model": "tiny", "prompt": [999999]},
                       timeout=10).status_code == 400
+
+
+def test_a_lenient_server_answers_any_model_name_as_its_own(tokenizer):
+    from distil_jax.serve.protocol import parse_chat
+
+    body = {"model": "teacher", "messages": [{"role": "user", "content": "x"}]}
+    assert parse_chat(body, tokenizer, ("tiny",), 256, 8).model == "tiny"
