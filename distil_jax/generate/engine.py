@@ -109,8 +109,7 @@ def _generate_on_device(graphdef, state, prompt_BxT, length_B, max_new_B, temper
 def _prefill(model, prompt_BxT, positions_BxT, length_B, cache):
     """Fills the cache and returns the logits [B, V] at each row's last prompt token. Only those
     rows go through the LM head: full prefill logits would be B*T*V floats (10 GB at B=32, T=512)."""
-    # TODO(model): use a public "hidden states with a cache" call once Qwen2 has one.
-    h_BxTxD, _, cache = model._run(prompt_BxT, positions_BxT, None, cache, False)
+    h_BxTxD, cache = model.hidden_states_with_cache(prompt_BxT, positions_BxT, cache=cache)
     h_Bx1xD = jnp.take_along_axis(h_BxTxD, (length_B - 1)[:, None, None], axis=1)
     return model.logits(h_Bx1xD)[:, 0], cache
 

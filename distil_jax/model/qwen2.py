@@ -155,6 +155,12 @@ class Qwen2(nnx.Module):
     h, per_layer, _ = self._run(input_ids_BxT, positions_BxT, segment_ids_BxT, None, collect)
     return h, per_layer
 
+  def hidden_states_with_cache(self, input_ids_BxT, positions_BxT, *, cache: KVCache):
+    """(final-normed hidden [B,T,D], updated cache): a prefill that leaves the choice of
+    which positions to unembed to the caller (full prefill logits would be B*T*V floats)."""
+    h, _, new_cache = self._run(input_ids_BxT, positions_BxT, None, cache, False)
+    return h, new_cache
+
   def logits(self, h_BxTxD) -> jax.Array:
     w = self.unembed_matrix().astype(self.cfg.compute_dtype)
     logits = jnp.einsum("btd,dv->btv", h_BxTxD, w, preferred_element_type=jnp.float32)
