@@ -31,9 +31,11 @@ def test_gradient_accumulation_matches_one_big_batch(tmp_path):
                            mesh=_one_device(), progress=False)
   np.testing.assert_allclose(_losses(tmp_path / "accum4"), _losses(tmp_path / "accum1"),
                              rtol=1e-5)
+  # Six AdamW steps of lr 3e-3 from the same start: float32 summation-order noise stays
+  # below 1e-5 absolute (under 1% of one update).
   for a, b in zip(jax.tree.leaves(results[4].state.params),
                   jax.tree.leaves(results[1].state.params)):
-    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
 
 
 # Data-parallel, FSDP and tensor-parallel runs see the same global batches as one device: the
