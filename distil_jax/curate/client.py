@@ -1,9 +1,12 @@
 """Async client for one OpenAI-compatible `/chat/completions` endpoint: limits, retries, journal.
 
-One big httpx connection pool degrades badly with size (ANCHORS.md: 512 in flight in one pool
-reach 7% of the limit), so in-flight requests are spread over many small `AsyncClient` pools, each
-request going to the least-loaded one. A request's answer is journaled (fsync'd) before it is
-returned; a request already in the journal is never sent again.
+Requests go through httpx's protocol engine (httpcore HTTP/1.1 connections, h11, TLS) but not
+through `httpx.AsyncClient` or httpcore's connection pool: one big AsyncClient pool degrades badly
+with size (ANCHORS.md: 512 in flight in one pool reach 7% of the limit) and even many small ones
+cost ~2.2 ms of client CPU per request, which caps a single event loop at ~450 requests/s.
+`transport.ConnectionPool` is a plain free list of keep-alive connections (see transport.py for
+the profile). A request's answer is journaled (fsync'd) before it is returned; a request already in
+the journal is never sent again.
 """
 from __future__ import annotations
 
@@ -12,19 +15,22 @@ import collections
 import dataclasses
 import importlib.util
 import json
-import math
 import os
 import random
 import ssl
 import sys
 import time
+import zlib
 
-import httpx
+import httpcore
 
 from distil_jax.curate import retry
 from distil_jax.curate.config import EndpointConfig
 from distil_jax.curate.journal import Journal, request_key
 from distil_jax.curate.rate_limit import TokenBucket
+from distil_jax.curate.transport import ConnectionPool
+
+USER_AGENT = b"distil-jax-curate (httpcore/" + httpcore.__version__.encode() + b")"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -108,29 +114,37 @@ class TeacherClient:
         self._requests = TokenBucket(endpoint.requests_per_minute)
         self._tokens = TokenBucket(endpoint.tokens_per_minute)
         self._rng = random.Random(seed)  # jitter only: it never changes what is written
-        self._pools: list[httpx.AsyncClient] = []
-        self._pool_load: list[int] = []
+        self._target = httpcore.URL(self._url)
+        self._pool: ConnectionPool | None = None
+        self._headers: list[tuple[bytes, bytes]] = []
+        timeout = endpoint.timeout_s
+        self._extensions = {"timeout": {"connect": timeout, "read": timeout, "write": timeout, "pool": timeout}}
 
     def __repr__(self) -> str:  # never shows the key
         return f"TeacherClient({self.endpoint.name!r}, {self._url!r})"
 
     async def __aenter__(self) -> "TeacherClient":
-        num_pools = max(1, math.ceil(self.endpoint.max_in_flight / self.endpoint.pool_size))
-        limits = httpx.Limits(max_connections=self.endpoint.pool_size,
-                              max_keepalive_connections=self.endpoint.pool_size)
-        timeout = httpx.Timeout(self.endpoint.timeout_s)
         _remember_that_sniffio_is_missing()
-        tls = ssl.create_default_context()  # loading CA certificates once, not once per pool (~150 ms each)
-        headers = {"Content-Type": "application/json"}
+        origin = self._target.origin
+        tls = ssl.create_default_context() if origin.scheme == b"https" else None
+        self._pool = ConnectionPool(origin, ssl_context=tls)
+        default_port = {b"http": 80, b"https": 443}.get(origin.scheme)
+        host = origin.host if origin.port in (None, default_port) else origin.host + b":%d" % origin.port
+        # The headers httpx would send, built once (the key stays out of repr and logs).
+        self._headers = [(b"Host", host), (b"Accept", b"application/json"), (b"Accept-Encoding", b"gzip, deflate"),
+                         (b"Connection", b"keep-alive"), (b"User-Agent", USER_AGENT),
+                         (b"Content-Type", b"application/json")]
         if self._api_key:
-            headers["Authorization"] = f"Bearer {self._api_key}"
-        self._pools = [httpx.AsyncClient(limits=limits, timeout=timeout, headers=headers, trust_env=False, verify=tls)
-                       for _ in range(num_pools)]
-        self._pool_load = [0] * num_pools
+            self._headers.append((b"Authorization", f"Bearer {self._api_key}".encode()))
         return self
 
+    @property
+    def connections_opened(self) -> int:
+        return self._pool.opened if self._pool is not None else 0
+
     async def __aexit__(self, *exc) -> None:
-        await asyncio.gather(*(pool.aclose() for pool in self._pools))
+        if self._pool is not None:
+            await self._pool.aclose()
 
     async def complete(self, messages: list[dict], sampling: dict) -> Completion | Failure:
         key = request_key(base_url=self.endpoint.base_url, model=self.endpoint.model,
@@ -198,24 +212,50 @@ class TeacherClient:
                 return e.failure
 
     async def _send_once(self, key: str, body: bytes) -> Completion:
-        index = min(range(len(self._pools)), key=self._pool_load.__getitem__)
-        self._pool_load[index] += 1
         self.stats.sent += 1
+        request = httpcore.Request(b"POST", self._target, content=body, extensions=self._extensions,
+                                   headers=[*self._headers, (b"Content-Length", b"%d" % len(body)),
+                                            (b"X-Client-Request-Id", key.encode())])
+        conn = self._pool.acquire()
         try:
-            response = await self._pools[index].post(self._url, content=body,
-                                                      headers={"X-Client-Request-Id": key})
-        except httpx.TimeoutException as e:
+            response = await conn.handle_async_request(request)
+            try:
+                raw = await response.aread()
+            finally:
+                await response.aclose()
+        except httpcore.TimeoutException as e:
             raise _Retryable("timeout", type(e).__name__) from None
-        except httpx.TransportError as e:  # refused, reset, dropped or truncated mid-body
+        except (httpcore.NetworkError, httpcore.ProtocolError, httpcore.UnsupportedProtocol,
+                httpcore.ProxyError) as e:  # refused, reset, dropped or truncated mid-body
             raise _Retryable("connection", type(e).__name__) from None
         finally:
-            self._pool_load[index] -= 1
-        if response.status_code == 200:
-            return _completion_from_body(key, response.content)
-        text = response.text[:300]
-        if retry.is_retryable_status(response.status_code):
-            raise _Retryable(f"http_{response.status_code}", text, retry.retry_after_seconds(response.headers))
-        raise _Refused(Failure(key, retry.refusal_reason(response.status_code, text), text))
+            self._pool.release(conn)
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in response.headers}
+        try:
+            content = _decoded(raw, headers.get("content-encoding", ""))
+        except zlib.error as e:
+            raise _Retryable("malformed_response", f"content-encoding: {e}") from None
+        if response.status == 200:
+            return _completion_from_body(key, content)
+        text = content.decode("utf-8", errors="replace")[:300]
+        if retry.is_retryable_status(response.status):
+            raise _Retryable(f"http_{response.status}", text, retry.retry_after_seconds(headers))
+        raise _Refused(Failure(key, retry.refusal_reason(response.status, text), text))
+
+
+def _decoded(raw: bytes, encoding: str) -> bytes:
+    """Undoes the Content-Encoding we accept (gzip, deflate), as httpx would."""
+    for coding in reversed([c.strip().lower() for c in encoding.split(",") if c.strip()]):
+        if coding in ("gzip", "x-gzip"):
+            raw = zlib.decompress(raw, zlib.MAX_WBITS | 16)
+        elif coding == "deflate":
+            try:
+                raw = zlib.decompress(raw)
+            except zlib.error:  # raw deflate without the zlib header, as some servers send
+                raw = zlib.decompress(raw, -zlib.MAX_WBITS)
+        elif coding != "identity":
+            raise zlib.error(f"unsupported content-encoding {coding!r}")
+    return raw
 
 
 class _Refused(Exception):

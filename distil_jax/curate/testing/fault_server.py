@@ -4,7 +4,7 @@ A request's faults depend on a hash of its body and on how many times that body 
 so a retried request eventually succeeds and the whole run is reproducible. Faults: 429 with
 Retry-After or retry-after-ms, 500, 503, slow answers (longer than the client's timeout), dropped
 connections, malformed JSON, a body truncated mid-JSON, and 400 content-filter refusals for prompts
-containing CONTENT_FILTER_WORD. Raw asyncio protocol, so 500+ requests/s fit in one core.
+containing CONTENT_FILTER_WORD. Raw asyncio protocol and timers, so 500+ requests/s cost a small part of one core.
 
 Run standalone: `python -m distil_jax.curate.testing.fault_server --port 8123 --delay_s 1`.
 """
@@ -57,16 +57,17 @@ class _Connection(asyncio.Protocol):
 
     def data_received(self, data: bytes):
         self.buffer += data
-        end = self.buffer.find(b"\r\n\r\n")
-        if end < 0:
-            return
-        head = self.buffer[:end].decode("latin-1").split("\r\n")
-        headers = {k.strip().lower(): v.strip() for k, _, v in (line.partition(":") for line in head[1:])}
-        length = int(headers.get("content-length", "0"))
-        if len(self.buffer) < end + 4 + length:
-            return
-        body, self.buffer = self.buffer[end + 4:end + 4 + length], self.buffer[end + 4 + length:]
-        asyncio.get_running_loop().create_task(self.server.handle(self.transport, head[0], headers, body))
+        while True:  # every complete request in the buffer (clients may pipeline)
+            end = self.buffer.find(b"\r\n\r\n")
+            if end < 0:
+                return
+            head = self.buffer[:end].decode("latin-1").split("\r\n")
+            headers = {k.strip().lower(): v.strip() for k, _, v in (line.partition(":") for line in head[1:])}
+            length = int(headers.get("content-length", "0"))
+            if len(self.buffer) < end + 4 + length:
+                return
+            body, self.buffer = self.buffer[end + 4:end + 4 + length], self.buffer[end + 4 + length:]
+            self.server.handle(self.transport, head[0], headers, body)
 
 
 class FaultServer:
@@ -81,7 +82,9 @@ class FaultServer:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
 
-    async def handle(self, transport, request_line: str, headers: dict, body: bytes) -> None:
+    def handle(self, transport, request_line: str, headers: dict, body: bytes) -> None:
+        """Decides the fault now; answers after the delay from a timer (no task per request: the
+        benchmark's server shares the machine with the client it measures)."""
         if not request_line.startswith("POST ") or "/chat/completions" not in request_line:
             transport.write(_response(404, b'{"error":{"message":"not found"}}'))
             return
@@ -93,10 +96,13 @@ class FaultServer:
         fault = self.faults.fault_for(body_hash, self.attempts[body_hash])
         if fault:
             self.injected[fault] += 1
-        if fault == "slow":
-            await asyncio.sleep(self.faults.slow_s)
-        elif self.delay_s:
-            await asyncio.sleep(self.delay_s)
+        delay = self.faults.slow_s if fault == "slow" else self.delay_s
+        if delay:
+            asyncio.get_running_loop().call_later(delay, self._answer, transport, headers, body, fault)
+        else:
+            self._answer(transport, headers, body, fault)
+
+    def _answer(self, transport, headers: dict, body: bytes, fault: str | None) -> None:
         if transport.is_closing():
             return
         request = json.loads(body)
