@@ -38,7 +38,13 @@ def config_from_json(d: dict, **overrides) -> ModelConfig:
 
 
 def is_model_checkpoint(path: str) -> bool:
-  return os.path.isfile(os.path.join(path, CONFIG_FILE))
+  return (os.path.isfile(os.path.join(path, CONFIG_FILE))
+          and os.path.isdir(os.path.join(path, "params")))
+
+
+def read_config(path: str, **overrides) -> ModelConfig:
+  with open(os.path.join(path, CONFIG_FILE)) as f:
+    return config_from_json(json.load(f), **overrides)
 
 
 def save_model(model: Qwen2, path: str, *, overwrite: bool = False) -> str:
@@ -64,8 +70,7 @@ def save_model(model: Qwen2, path: str, *, overwrite: bool = False) -> str:
 
 def load_model(path: str, mesh, rules: Rules = DEFAULT_RULES, **config_overrides) -> Qwen2:
   """Restore a `save_model` checkpoint onto `mesh` (any mesh)."""
-  with open(os.path.join(path, CONFIG_FILE)) as f:
-    cfg = config_from_json(json.load(f), **config_overrides)
+  cfg = read_config(path, **config_overrides)
   graphdef, abs_state = nnx.split(abstract_model(cfg))
   shardings = state_shardings(abs_state, mesh, rules)
   target = jax.tree.map(

@@ -23,7 +23,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
   parser.add_argument("--tokenizer", default=None, metavar="HF_DIR",
                       help="tokenizer files for --export (default: the offline Qwen2.5 one)")
   parser.add_argument("--coordinator", default=None, metavar="HOST:PORT",
-                      help="multi-process: the jax.distributed coordinator address")
+                      help="multi-process: the jax.distributed coordinator HOST:PORT, or "
+                           "'auto' on TPU pods and Slurm/Open MPI clusters (JAX finds its peers)")
   parser.add_argument("--num_processes", type=int, default=None)
   parser.add_argument("--process_id", type=int, default=None)
   parser.add_argument("--no_progress", action="store_true", help="no progress bar")
@@ -31,7 +32,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def maybe_initialize_distributed(args) -> None:
   import jax
-  if args.coordinator:
+  if args.coordinator == "auto":
+    jax.distributed.initialize()
+  elif args.coordinator:
     jax.distributed.initialize(args.coordinator, num_processes=args.num_processes,
                                process_id=args.process_id)
 
@@ -53,8 +56,11 @@ def run(args: argparse.Namespace) -> int:
 
   os.makedirs(args.workdir, exist_ok=True)
   if jax.process_index() == 0:
+    from distil_jax import checkpoints
     with open(os.path.join(args.workdir, "config.json"), "w") as f:
       f.write(config_dict.to_json(indent=2))
+    with open(os.path.join(args.workdir, checkpoints.CONFIG_FILE), "w") as f:
+      json.dump(checkpoints.config_to_json(cfg.model), f, indent=2)  # lets `export` read the run
   if not cfg.data.path:
     print("distil-jax train: config error: data.path is empty; pass "
           "--config.data.path=<a directory written by distil-jax prepare>", file=sys.stderr)

@@ -133,7 +133,10 @@ class Qwen2(nnx.Module):
       positions_BxT = jnp.broadcast_to(jnp.arange(t, dtype=jnp.int32), (b, t))
     if segment_ids_BxT is None:
       segment_ids_BxT = jnp.ones((b, t), jnp.int32)
-    x = jnp.take(self.embed[...], input_ids_BxT, axis=0).astype(cfg.compute_dtype)
+    # Gather the table over the data axes first (as FSDP does for every weight), so the
+    # lookup never reshards the batch-sharded ids against an fsdp-sharded table.
+    table_VxD = constrain(self.embed[...], ("vocab", None))
+    x = jnp.take(table_VxD, input_ids_BxT, axis=0).astype(cfg.compute_dtype)
     x = constrain(x, ("batch", "seq", "act_embed"))
 
     def body(x, xs):

@@ -5,6 +5,7 @@ Past `from_config_dict` nothing reads a ConfigDict, a dtype name or an enum stri
 from __future__ import annotations
 
 import dataclasses
+import logging
 import enum
 from typing import Any
 
@@ -80,6 +81,14 @@ class TrainConfig:
                        f"grad_accum={self.grad_accum} micro-batches")
 
 
+RUNTIME_FIELDS = ("param_dtype", "compute_dtype", "attention_impl", "remat_policy")
+
+
+def _is_model_checkpoint(path: str) -> bool:
+  from distil_jax import checkpoints
+  return checkpoints.is_model_checkpoint(path)
+
+
 def _model_config(model: dict[str, Any], init: InitConfig) -> ModelConfig:
   """`preset` names a size (or, for an HF init, is read from its config.json); every other
   key overrides one ModelConfig field."""
@@ -99,15 +108,22 @@ def _model_config(model: dict[str, Any], init: InitConfig) -> ModelConfig:
     kw["remat_policy"] = RematPolicy(kw["remat_policy"])
   import json
   import os
-  if init.kind is InitKind.HF:
-    cfg_path = os.path.join(init.path, "config.json")
-    with open(cfg_path) as f:
-      return ModelConfig.from_hf(json.load(f), source=cfg_path, **kw)
-  if init.kind is InitKind.ORBAX:
-    from distil_jax import checkpoints
-    if checkpoints.is_model_checkpoint(init.path):  # written by `distil-jax convert`
+  if init.kind is InitKind.HF or (init.kind is InitKind.ORBAX and _is_model_checkpoint(init.path)):
+    # The checkpoint fixes the architecture; the config chooses only how it runs.
+    runtime = {k: v for k, v in kw.items() if k in RUNTIME_FIELDS}
+    if init.kind is InitKind.HF:
+      cfg_path = os.path.join(init.path, "config.json")
+      with open(cfg_path) as f:
+        cfg = ModelConfig.from_hf(json.load(f), source=cfg_path, **runtime)
+    else:
+      from distil_jax import checkpoints
       with open(os.path.join(init.path, checkpoints.CONFIG_FILE)) as f:
-        return checkpoints.config_from_json(json.load(f), **kw)
+        cfg = checkpoints.config_from_json(json.load(f), **runtime)
+    ignored = {k: v for k, v in kw.items() if k not in RUNTIME_FIELDS and getattr(cfg, k) != v}
+    if ignored:
+      logging.warning("config.model %s ignored: the %s checkpoint at %s fixes the architecture",
+                      ignored, init.kind.value, init.path)
+    return cfg
   return ModelConfig.by_name(preset, **kw)
 
 

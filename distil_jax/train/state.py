@@ -47,8 +47,8 @@ def init_params(cfg: TrainConfig, mesh, abstract_params: nnx.State) -> nnx.State
 
 def _runtime_fields(model_cfg) -> dict:
   """What the train config may choose for a model whose sizes a checkpoint fixes."""
-  return {k: getattr(model_cfg, k) for k in
-          ("param_dtype", "compute_dtype", "attention_impl", "remat_policy")}
+  from distil_jax.train.config import RUNTIME_FIELDS
+  return {k: getattr(model_cfg, k) for k in RUNTIME_FIELDS}
 
 
 def init_train_state(cfg: TrainConfig, mesh, tx: optax.GradientTransformation,
