@@ -71,13 +71,18 @@ def parse_seed_line(line: str, where: str, record_id: str) -> Record:
         raise SeedError(f"{where}: needs 'messages' or 'instruction'")
     if not instruction.strip():
         raise SeedError(f"{where}: empty instruction")
+    if "id" in obj:  # the source's own id survives to the shards (and on to prepare)
+        if not isinstance(obj["id"], (str, int)) or not str(obj["id"]).strip():
+            raise SeedError(f"{where}: 'id' must be a non-empty string or integer")
+        record_id = str(obj["id"])
     return Record(id=record_id, instruction=instruction, response=response, system=system)
 
 
 def read_seeds(path: str, *, shard_index: int = 0, num_shards: int = 1) -> list[Record]:
     """Reads the seed JSONL; shard i of n takes the non-blank lines whose index is i mod n.
 
-    A record's id is its line number in the file, so ids are stable across shardings and merges.
+    A record's id is the line's own `id` when it has one, else its line number in the file, so ids
+    are stable across shardings and merges.
     """
     if not 0 <= shard_index < num_shards:
         raise ValueError(f"shard_index {shard_index} must be in [0, {num_shards})")
