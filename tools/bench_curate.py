@@ -99,7 +99,7 @@ async def drive(send, *, requests: int, in_flight: int, delay_s: float) -> dict:
 
 def endpoint_for(base_url: str, in_flight: int) -> EndpointConfig:
     return EndpointConfig(name="bench", base_url=base_url, model="m", api_key_env="", max_in_flight=in_flight,
-                          pool_size=in_flight, requests_per_minute=0.0, tokens_per_minute=0.0, timeout_s=60.0,
+                          requests_per_minute=0.0, tokens_per_minute=0.0, timeout_s=60.0,
                           max_attempts=3, max_retry_s=60.0, backoff_base_s=0.1, backoff_max_s=1.0)
 
 

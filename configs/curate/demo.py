@@ -16,7 +16,7 @@ from distil_jax.curate.taxonomy import default_taxonomy
 
 def endpoint(base_url: str, model: str, api_key_env: str = "", max_in_flight: int = 64):
     return ml_collections.ConfigDict(dict(
-        base_url=base_url, model=model, api_key_env=api_key_env, max_in_flight=max_in_flight, pool_size=8,
+        base_url=base_url, model=model, api_key_env=api_key_env, max_in_flight=max_in_flight,
         requests_per_minute=0.0, tokens_per_minute=0.0, timeout_s=120.0, max_attempts=8, max_retry_s=600.0,
         backoff_base_s=1.0, backoff_max_s=60.0))
 

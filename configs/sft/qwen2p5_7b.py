@@ -10,16 +10,7 @@ On CPU pass --config.model.attention_impl=xla (cuDNN attention is GPU-only).
 """
 import ml_collections
 
-
-def rules():
-  """Logical axis -> mesh axis; the sharding policy of this experiment."""
-  return (
-      ("vocab", "tensor"), ("embed", "fsdp"), ("q_heads", "tensor"), ("kv_heads", "tensor"),
-      ("mlp", "tensor"), ("head_dim", None), ("layers", None), ("norm", None),
-      ("batch", ("data", "fsdp")), ("seq", None), ("act_embed", None), ("act_heads", "tensor"),
-      ("act_kv_heads", "tensor"), ("act_mlp", "tensor"), ("act_vocab", "tensor"),
-      ("cache_seq", None),
-  )
+from distil_jax.sharding import DEFAULT_RULES
 
 
 def get_config(arg=None):
@@ -33,7 +24,7 @@ def get_config(arg=None):
                  remat_policy="full", attention_impl="cudnn")
   c.init = dict(kind="hf" if arg else "fresh", path=arg or "")
   c.mesh = dict(data=1, fsdp=-1, tensor=1)
-  c.rules = rules()
+  c.rules = DEFAULT_RULES  # logical axis -> mesh axis; replace to change the policy
   c.optim = dict(lr=5e-06, schedule="cosine", warmup_steps=100, min_lr_ratio=0.1, b1=0.9,
                  b2=0.95, eps=1e-8, weight_decay=0.0, clip_norm=1.0)
   c.data = dict(path="", seq_len=2048, batch_size=16, seed=0, num_epochs=0, worker_count=4)

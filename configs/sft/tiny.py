@@ -13,16 +13,7 @@ The vocabulary is the real Qwen2.5 one so the shards of the real tokenizer fit i
 """
 import ml_collections
 
-
-def rules():
-  """Logical axis -> mesh axis; the sharding policy of this experiment."""
-  return (
-      ("vocab", "tensor"), ("embed", "fsdp"), ("q_heads", "tensor"), ("kv_heads", "tensor"),
-      ("mlp", "tensor"), ("head_dim", None), ("layers", None), ("norm", None),
-      ("batch", ("data", "fsdp")), ("seq", None), ("act_embed", None), ("act_heads", "tensor"),
-      ("act_kv_heads", "tensor"), ("act_mlp", "tensor"), ("act_vocab", "tensor"),
-      ("cache_seq", None),
-  )
+from distil_jax.sharding import DEFAULT_RULES
 
 
 def get_config(arg=None):
@@ -37,7 +28,7 @@ def get_config(arg=None):
                  compute_dtype="float32", remat_policy="none", attention_impl="xla")
   c.init = dict(kind="fresh", path="")  # fresh | hf | orbax
   c.mesh = dict(data=-1, fsdp=1, tensor=1)
-  c.rules = rules()
+  c.rules = DEFAULT_RULES  # logical axis -> mesh axis; replace to change the policy
   c.optim = dict(lr=3e-3, schedule="cosine", warmup_steps=20, min_lr_ratio=0.1, b1=0.9,
                  b2=0.95, eps=1e-8, weight_decay=0.0, clip_norm=1.0)
   c.data = dict(path="", seq_len=128, batch_size=8, seed=0, num_epochs=0, worker_count=0)

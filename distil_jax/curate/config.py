@@ -36,7 +36,6 @@ class EndpointConfig:
     model: str
     api_key_env: str  # name of the env var holding the key; "" sends no key
     max_in_flight: int
-    pool_size: int  # connections per httpx.AsyncClient; in-flight requests spread over many pools
     requests_per_minute: float  # 0 = unlimited
     tokens_per_minute: float  # 0 = unlimited
     timeout_s: float
@@ -152,7 +151,7 @@ def _agent(cd) -> AgentConfig:
 def _endpoint(name: str, cd) -> EndpointConfig:
     return EndpointConfig(
         name=name, base_url=cd.base_url.rstrip("/"), model=cd.model, api_key_env=cd.api_key_env,
-        max_in_flight=int(cd.max_in_flight), pool_size=int(cd.pool_size),
+        max_in_flight=int(cd.max_in_flight),
         requests_per_minute=float(cd.requests_per_minute), tokens_per_minute=float(cd.tokens_per_minute),
         timeout_s=float(cd.timeout_s), max_attempts=int(cd.max_attempts), max_retry_s=float(cd.max_retry_s),
         backoff_base_s=float(cd.backoff_base_s), backoff_max_s=float(cd.backoff_max_s))

@@ -14,7 +14,7 @@ from distil_jax.curate.testing.fault_server import CONTENT_FILTER_WORD, FAULTS, 
 
 
 def endpoint(base_url: str, **changes) -> EndpointConfig:
-    fields = dict(name="teacher", base_url=base_url, model="m", api_key_env="", max_in_flight=32, pool_size=8,
+    fields = dict(name="teacher", base_url=base_url, model="m", api_key_env="", max_in_flight=32,
                   requests_per_minute=0.0, tokens_per_minute=0.0, timeout_s=0.5, max_attempts=10,
                   max_retry_s=20.0, backoff_base_s=0.02, backoff_max_s=0.2)
     fields.update(changes)

@@ -20,7 +20,7 @@ from distil_jax.curate.transport import ConnectionPool
 
 
 def endpoint(base_url: str, **changes) -> EndpointConfig:
-    fields = dict(name="teacher", base_url=base_url, model="m", api_key_env="", max_in_flight=8, pool_size=8,
+    fields = dict(name="teacher", base_url=base_url, model="m", api_key_env="", max_in_flight=8,
                   requests_per_minute=0.0, tokens_per_minute=0.0, timeout_s=2.0, max_attempts=3,
                   max_retry_s=10.0, backoff_base_s=0.02, backoff_max_s=0.1)
     fields.update(changes)
