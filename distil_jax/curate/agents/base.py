@@ -42,17 +42,26 @@ def refused(record: Record, agent: AgentConfig, *, filtered: str = "", failed: s
     return Outcome(kept, filtered=filtered, failed=failed)
 
 
+# More than any endpoint's in-flight limit, so the clients never starve.
+MAX_PENDING = 4096
+
+
 async def map_records(ctx: StageContext, report: StageReport, records: list[Record],
                       handle: Callable[[Record], Awaitable[Outcome]]) -> list[Record]:
-    """Runs `handle` on every record concurrently (the clients bound what is in flight); keeps input order."""
+    """Runs `handle` on every record concurrently; keeps input order.
 
-    async def one(record: Record) -> Outcome:
-        outcome = await handle(record)
-        ctx.progress.advance()
-        return outcome
+    The clients bound what is in flight; a fixed pool of workers bounds what waits, so memory
+    does not grow with the input (one pending task per record would, at 100k+ records)."""
+    outcomes: list[Outcome | None] = [None] * len(records)
+    pending = iter(enumerate(records))
+
+    async def worker() -> None:
+        for i, record in pending:
+            outcomes[i] = await handle(record)
+            ctx.progress.advance()
 
     ctx.progress.start(report.name, len(records))
-    outcomes = await asyncio.gather(*(one(r) for r in records))
+    await asyncio.gather(*(worker() for _ in range(min(MAX_PENDING, len(records)))))
     ctx.progress.finish()
     kept: list[Record] = []
     for outcome in outcomes:
