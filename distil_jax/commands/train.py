@@ -75,7 +75,8 @@ def run(args: argparse.Namespace) -> int:
   except NonFiniteError as e:
     print(f"distil-jax train: {e}", file=sys.stderr)
     return 1
-  summary = {"step": result.step, "preempted": result.preempted, **result.last_metrics}
+  summary = {"step": result.step, "preempted": result.preempted,
+             "data_exhausted": result.data_exhausted, **result.last_metrics}
   if jax.process_index() == 0:
     print(json.dumps(summary))
   if args.export and not result.preempted:

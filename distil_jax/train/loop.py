@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import logging
 import signal
 import threading
 from typing import Iterator
@@ -33,6 +34,7 @@ class TrainResult:
   preempted: bool
   last_metrics: dict[str, float]
   graphdef: object = None
+  data_exhausted: bool = False  # the batches ran out before `cfg.steps`
 
 
 class _StopFlag:
@@ -127,9 +129,21 @@ def _run(cfg, state, step_fn, batches, ckpt, writer, stop, mesh, multi, progress
                     tok_s=f"{host.get('tokens_per_s', float('nan')):.0f}")
 
   pending = None
-  preempted = False
+  preempted = exhausted = False
+  saved_step = first_step
   while step < cfg.steps:
-    batch = _global_batch(next(batches), in_sharding)
+    try:
+      local = next(batches)
+    except StopIteration:
+      if multi:  # the others are already inside the next step's collectives: no clean stop
+        raise RuntimeError(
+            f"process {jax.process_index()}: the data ran out at step {step} of {cfg.steps} "
+            "(data.num_epochs is finite); set num_epochs=0 or lower steps") from None
+      logging.warning("the data ran out at step %d of %d (data.num_epochs is finite); "
+                      "saving and stopping", step, cfg.steps)
+      exhausted = True
+      break
+    batch = _global_batch(local, in_sharding)
     with jax.transfer_guard("disallow"):
       state, device_metrics = step_fn(state, batch, key)
     step += 1
@@ -141,9 +155,13 @@ def _run(cfg, state, step_fn, batches, ckpt, writer, stop, mesh, multi, progress
       report(*pending)  # never save a state whose loss or grad norm is not finite
       pending = None
       ckpt.save(step, state, batches)
+      saved_step = step
     if preempted:
       break
   if pending is not None:
     report(*pending)
+  if exhausted and step > saved_step:
+    ckpt.save(step, state, batches)
   bar.close()
-  return TrainResult(state=state, step=step, preempted=preempted, last_metrics=last)
+  return TrainResult(state=state, step=step, preempted=preempted, last_metrics=last,
+                     data_exhausted=exhausted)

@@ -86,3 +86,38 @@ def test_a_non_finite_loss_stops_the_run_naming_the_step_and_saves_nothing_broke
           progress=False)
   saved = sorted(int(d) for d in os.listdir(tmp_path / "checkpoints") if d.isdigit())
   assert saved == [2]
+
+
+class _Finite:
+  """The synthetic stream, ending after `count` batches (a finite `data.num_epochs`)."""
+
+  def __init__(self, inner, count):
+    self.inner, self.count = inner, count
+
+  def __iter__(self):
+    return self
+
+  def __next__(self):
+    if self.inner.index >= self.count:
+      raise StopIteration
+    return next(self.inner)
+
+  def get_state(self):
+    return self.inner.get_state()
+
+  def set_state(self, state):
+    self.inner.set_state(state)
+
+
+def test_data_running_out_before_the_last_step_saves_and_stops_cleanly(tmp_path):
+  cfg = tiny_train_config(checkpoint=CheckpointConfig(every_steps=2, keep=5, async_save=True))
+  result = train(cfg, str(tmp_path), _Finite(batches_for(cfg), count=3), mesh=_one_device(),
+                 progress=False)
+  assert (result.step, result.data_exhausted, result.preempted) == (3, True, False)
+  assert [json.loads(line)["step"] for line in open(tmp_path / "metrics.jsonl")] == [1, 2, 3]
+  saved = sorted(int(d) for d in os.listdir(tmp_path / "checkpoints") if d.isdigit())
+  assert saved == [2, 3]
+  # Resuming with no data left neither crashes nor tries to save step 3 again.
+  again = train(cfg, str(tmp_path), _Finite(batches_for(cfg), count=3), mesh=_one_device(),
+                progress=False)
+  assert (again.step, again.data_exhausted) == (3, True)
