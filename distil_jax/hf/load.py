@@ -80,8 +80,9 @@ def _walk(tree, path):
   return tree
 
 
-@partial(jax.jit, donate_argnums=0, static_argnums=2)
+@partial(jax.jit, donate_argnums=0)
 def _set_layer(stacked, layer_value, index):
+  """The layer index is traced, so one compilation serves every layer of a tensor kind."""
   return stacked.at[index].set(layer_value)
 
 
@@ -123,7 +124,7 @@ def load_hf_state(path: str, cfg: ModelConfig, mesh, rules: Rules = DEFAULT_RULE
     if key not in values:
       values[key] = jax.jit(partial(jnp.zeros, target.shape, target.dtype),
                             out_shardings=sharding)()
-    values[key] = _set_layer(values[key], _place(host, layer_sharding), entry.layer)
+    values[key] = _set_layer(values[key], _place(host, layer_sharding), np.int32(entry.layer))
     del host
 
   for key, value in values.items():

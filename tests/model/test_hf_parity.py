@@ -85,3 +85,13 @@ def _tensors(path):
     if f.endswith(".safetensors"):
       out.update(load_file(os.path.join(path, f)))
   return out
+
+
+def test_import_compiles_one_layer_write_per_tensor_kind_not_per_layer(tmp_path):
+  from distil_jax.hf import load
+  from distil_jax.hf.mapping import TABLE
+  path = make_hf_checkpoint(str(tmp_path / "hf"), num_hidden_layers=6)
+  load._set_layer.clear_cache()
+  distil_jax.from_pretrained(path, dtype=jnp.float32)
+  # An 80-layer 72B would otherwise compile ~1,000 tiny programs while importing.
+  assert load._set_layer._cache_size() <= sum(rule.per_layer for rule in TABLE)
