@@ -17,7 +17,7 @@ from flax import nnx
 
 from distil_jax.model import ModelConfig, Qwen2, abstract_model
 from distil_jax.model.config import dtype_name, parse_dtype, AttentionImpl, RematPolicy
-from distil_jax.sharding import DEFAULT_RULES, Rules, state_shardings
+from distil_jax.sharding import DEFAULT_RULES, Rules, state_shardings, sync_processes
 
 CONFIG_FILE = "model_config.json"
 
@@ -65,6 +65,7 @@ def save_model(model: Qwen2, path: str, *, overwrite: bool = False) -> str:
     if os.path.exists(path):
       shutil.rmtree(path)
     os.replace(tmp, path)
+  sync_processes(f"save_model:{path}")  # nobody reads `path` before process 0 renamed it
   return path
 
 

@@ -154,3 +154,11 @@ def constrain(x: jax.Array, axes: Sequence[str | None]) -> jax.Array:
   """Pin an activation's layout by logical names; a no-op outside `use_mesh`."""
   spec = current_spec(axes, x.shape)
   return x if spec is None else jax.lax.with_sharding_constraint(x, spec)
+
+
+def sync_processes(name: str) -> None:
+  """A barrier across JAX processes (free with one process), e.g. after process 0 renames
+  a finished output into place and before anyone reads it."""
+  if jax.process_count() > 1:
+    from jax.experimental import multihost_utils  # noqa: PLC0415
+    multihost_utils.sync_global_devices(name)

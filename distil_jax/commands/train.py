@@ -39,6 +39,12 @@ def maybe_initialize_distributed(args) -> None:
                                process_id=args.process_id)
 
 
+def _write_atomically(path: str, text: str) -> None:
+  with open(f"{path}.tmp", "w") as f:
+    f.write(text)
+  os.replace(f"{path}.tmp", path)
+
+
 def run(args: argparse.Namespace) -> int:
   from distil_jax.train.config import from_config_dict, load_config
   try:
@@ -55,12 +61,15 @@ def run(args: argparse.Namespace) -> int:
   from distil_jax.train.metrics import NonFiniteError
 
   os.makedirs(args.workdir, exist_ok=True)
+  if cfg.data.batch_size % jax.process_count():
+    print(f"distil-jax train: config error: data.batch_size={cfg.data.batch_size} does not "
+          f"divide over {jax.process_count()} processes", file=sys.stderr)
+    return 2
   if jax.process_index() == 0:
     from distil_jax import checkpoints
-    with open(os.path.join(args.workdir, "config.json"), "w") as f:
-      f.write(config_dict.to_json(indent=2))
-    with open(os.path.join(args.workdir, checkpoints.CONFIG_FILE), "w") as f:
-      json.dump(checkpoints.config_to_json(cfg.model), f, indent=2)  # lets `export` read the run
+    _write_atomically(os.path.join(args.workdir, "config.json"), config_dict.to_json(indent=2))
+    _write_atomically(os.path.join(args.workdir, checkpoints.CONFIG_FILE),  # lets `export` read the run
+                      json.dumps(checkpoints.config_to_json(cfg.model), indent=2))
   if not cfg.data.path:
     print("distil-jax train: config error: data.path is empty; pass "
           "--config.data.path=<a directory written by distil-jax prepare>", file=sys.stderr)

@@ -19,6 +19,7 @@ from jax.experimental import multihost_utils
 from distil_jax.hf.mapping import entries, our_path
 from distil_jax.hf.safetensors_io import write_safetensors
 from distil_jax.model import Qwen2
+from distil_jax.sharding import sync_processes
 
 MAX_SHARD_BYTES = 5 * 1000**3  # the Hub's 5 GB default
 
@@ -131,6 +132,7 @@ def save_pretrained(model: Qwen2, path: str, tokenizer=None, *, dtype=None,
   except BaseException:
     shutil.rmtree(tmp, ignore_errors=True)
     raise
+  sync_processes(f"save_pretrained:{path}")
   return path
 
 

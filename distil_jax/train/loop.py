@@ -86,6 +86,7 @@ def train(cfg: TrainConfig, workdir: str, batches: Iterator, *, loss_fn: LossFn 
         state = ckpt.restore(latest, abstract_state, batches)
       else:
         state = init_train_state(cfg, mesh, tx, abstract_state)
+      writer.rewind(latest or 0)
       step_fn = jit_train_step(graphdef=graphdef, loss_fn=loss_fn, tx=tx, schedule=schedule,
                                grad_accum=cfg.grad_accum,
                                state_sharding=jax.tree.map(lambda a: a.sharding, abstract_state),

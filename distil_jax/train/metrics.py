@@ -67,6 +67,21 @@ class MetricsWriter:
       from tensorboardX import SummaryWriter
       self._tb = SummaryWriter(os.path.join(workdir, "tb"))
 
+  def rewind(self, step: int) -> None:
+    """Forget lines past `step`, the checkpoint a run resumes from: a run killed after its
+    last save logged steps it will now train again, and they must not appear twice."""
+    if not self.enabled:
+      return
+    path = self._jsonl.name
+    self._jsonl.close()
+    with open(path) as f:
+      kept = [line for line in f if line.strip() and json.loads(line).get("step", 0) <= step]
+    tmp = f"{path}.tmp"
+    with open(tmp, "w") as f:
+      f.writelines(kept)
+    os.replace(tmp, path)
+    self._jsonl = open(path, "a")
+
   def write(self, step: int, metrics: dict[str, float]) -> None:
     if not self.enabled:
       return

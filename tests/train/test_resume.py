@@ -1,5 +1,7 @@
 """Checkpoints: exact resume after a stop signal, restore onto another mesh, kill -9 mid-save."""
+import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -114,3 +116,15 @@ def test_kill_9_during_an_async_save_leaves_the_latest_checkpoint_usable(tmp_pat
   ckpt.close()
   assert int(restored.step) == latest == batches.index
   assert all(np.isfinite(np.asarray(x)).all() for x in jax.tree.leaves(restored.params))
+
+
+def test_steps_logged_after_the_last_checkpoint_are_not_logged_twice(tmp_path):
+  # A run that logged step 4 but died before its step-4 checkpoint finished resumes from 2.
+  cfg = tiny_train_config(steps=4, checkpoint=CheckpointConfig(every_steps=2, keep=3,
+                                                               async_save=False))
+  train(cfg, str(tmp_path), batches_for(cfg), progress=False)
+  shutil.rmtree(tmp_path / "checkpoints" / "4")
+  cfg6 = tiny_train_config(steps=6, checkpoint=cfg.checkpoint)
+  train(cfg6, str(tmp_path), batches_for(cfg6), progress=False)
+  steps = [json.loads(line)["step"] for line in open(tmp_path / "metrics.jsonl")]
+  assert steps == [1, 2, 3, 4, 5, 6]
