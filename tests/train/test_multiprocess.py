@@ -2,8 +2,10 @@
 the same code path as a GPU cluster or a TPU pod."""
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 
 import jax
 import numpy as np
@@ -76,3 +78,37 @@ def test_two_processes_train_checkpoint_and_resume(tmp_path):
   assert [o["step"] for o in resumed] == [5, 5]
   assert [o["data_index"] for o in resumed] == [5, 5]  # each restored its own stream at 3
   assert resumed[0]["checksum"] == resumed[1]["checksum"]
+
+
+def test_sigterm_to_one_process_stops_both_at_the_same_step_after_saving(tmp_path):
+  """A preemption notice reaches one host; JAX's preemption sync makes every process save the
+  same step and exit 0, and the run resumes from it."""
+  workdir = tmp_path / "preempt"
+  port = portpicker.pick_unused_port()
+  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2",
+             JAX_PLATFORMS="cpu", JAX_COMPILATION_CACHE_DIR=jax.config.jax_compilation_cache_dir)
+  procs = [subprocess.Popen(
+      [sys.executable, os.path.join(HERE, "worker.py"), str(workdir), "100000", str(i), "2",
+       str(port)], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+      for i in range(2)]
+  try:
+    metrics = workdir / "metrics.jsonl"
+    deadline = time.time() + 240
+    while not (metrics.exists() and len(metrics.read_text().splitlines()) >= 3):
+      assert time.time() < deadline and all(p.poll() is None for p in procs), "never trained"
+      time.sleep(0.2)
+    procs[1].send_signal(signal.SIGTERM)
+    outs = []
+    for p in procs:
+      out, err = p.communicate(timeout=240)
+      assert p.returncode == 0, err[-3000:]
+      outs.append(json.loads(out.strip().splitlines()[-1]))
+  finally:
+    for p in procs:
+      p.kill()
+  stopped = outs[0]["step"]
+  assert [o["step"] for o in outs] == [stopped, stopped] and 3 <= stopped < 100000
+  assert os.path.isdir(workdir / "checkpoints" / str(stopped))
+  resumed = _run_two_processes(workdir, steps=stopped + 2)
+  assert [o["step"] for o in resumed] == [stopped + 2] * 2
+  assert [o["data_index"] for o in resumed] == [stopped + 2] * 2
