@@ -7,6 +7,7 @@ from typing import Awaitable, Callable
 
 from distil_jax.curate.client import Completion, Failure, TeacherClient
 from distil_jax.curate.config import AgentConfig, CurateConfig, OnReject
+from distil_jax.curate.parsing import Rejection, extract_tag
 from distil_jax.curate.progress import ProgressDisplay
 from distil_jax.curate.records import Record
 from distil_jax.curate.stage_report import StageReport
@@ -40,6 +41,19 @@ def refused(record: Record, agent: AgentConfig, *, filtered: str = "", failed: s
     """Applies the agent's reject policy to a record it could not process."""
     kept = (record,) if agent.on_reject is OnReject.KEEP else ()
     return Outcome(kept, filtered=filtered, failed=failed)
+
+
+async def ask_for_tag(ctx: StageContext, agent: AgentConfig, record: Record, messages: list[dict],
+                      tag: str) -> str | Outcome:
+    """The teacher's answer inside <tag></tag>, or the Outcome that the agent's reject policy gives
+    the record when the request fails or the answer does not parse."""
+    completion = await ctx.ask(agent, messages)
+    if isinstance(completion, Failure):
+        return refused(record, agent, failed=completion.reason)
+    text = extract_tag(completion, tag)
+    if isinstance(text, Rejection):
+        return refused(record, agent, filtered=text.reason)
+    return text
 
 
 # More than any endpoint's in-flight limit, so the clients never starve.

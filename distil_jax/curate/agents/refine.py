@@ -1,9 +1,7 @@
 """Response refinement: the teacher writes or improves the answer; step-by-step for reasoning tasks."""
 from __future__ import annotations
 
-from distil_jax.curate.agents.base import Outcome, StageContext, map_records, refused, system_prompt
-from distil_jax.curate.client import Failure
-from distil_jax.curate.parsing import Rejection, extract_tag
+from distil_jax.curate.agents.base import Outcome, StageContext, ask_for_tag, map_records, system_prompt
 from distil_jax.curate.records import Record
 from distil_jax.curate.stage_report import StageReport
 
@@ -31,12 +29,9 @@ async def run(records: list[Record], ctx: StageContext, report: StageReport) -> 
 
     async def handle(record: Record) -> Outcome:
         cot = record.task in config.cot_tasks
-        completion = await ctx.ask(agent, build_messages(record, chain_of_thought=cot))
-        if isinstance(completion, Failure):
-            return refused(record, agent, failed=completion.reason)
-        answer = extract_tag(completion, "answer")
-        if isinstance(answer, Rejection):
-            return refused(record, agent, filtered=answer.reason)
+        answer = await ask_for_tag(ctx, agent, record, build_messages(record, chain_of_thought=cot), "answer")
+        if isinstance(answer, Outcome):
+            return answer
         return Outcome((record.touched_by(AGENT, response=answer),))
 
     return await map_records(ctx, report, records, handle)

@@ -1,9 +1,7 @@
 """Instruction rewriting: same intent, clearer and more detailed."""
 from __future__ import annotations
 
-from distil_jax.curate.agents.base import Outcome, StageContext, map_records, refused, system_prompt
-from distil_jax.curate.client import Failure
-from distil_jax.curate.parsing import Rejection, extract_tag
+from distil_jax.curate.agents.base import Outcome, StageContext, ask_for_tag, map_records, system_prompt
 from distil_jax.curate.records import Record
 from distil_jax.curate.stage_report import StageReport
 
@@ -25,12 +23,9 @@ async def run(records: list[Record], ctx: StageContext, report: StageReport) -> 
     agent = ctx.config.rewrite
 
     async def handle(record: Record) -> Outcome:
-        completion = await ctx.ask(agent, build_messages(record))
-        if isinstance(completion, Failure):
-            return refused(record, agent, failed=completion.reason)
-        instruction = extract_tag(completion, "instruction")
-        if isinstance(instruction, Rejection):
-            return refused(record, agent, filtered=instruction.reason)
+        instruction = await ask_for_tag(ctx, agent, record, build_messages(record), "instruction")
+        if isinstance(instruction, Outcome):
+            return instruction
         return Outcome((record.touched_by(AGENT, instruction=instruction),))
 
     return await map_records(ctx, report, records, handle)
