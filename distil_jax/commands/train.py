@@ -54,7 +54,12 @@ def run(args: argparse.Namespace) -> int:
     print(f"distil-jax train: config error: {e}", file=sys.stderr)
     return 2
   maybe_initialize_distributed(args)
+  from distil_jax.multihost import fail_fast
+  with fail_fast("distil-jax train"):  # one process failing stops all, naming it and why
+    return _train(args, cfg, config_dict)
 
+
+def _train(args, cfg, config_dict) -> int:
   import jax
   from distil_jax.data import make_iterator
   from distil_jax.train.loop import train

@@ -10,6 +10,7 @@ import time
 import jax
 import numpy as np
 import portpicker
+import pytest
 
 from distil_jax.sharding import MeshConfig, make_mesh
 from distil_jax.train import train
@@ -112,3 +113,40 @@ def test_sigterm_to_one_process_stops_both_at_the_same_step_after_saving(tmp_pat
   resumed = _run_two_processes(workdir, steps=stopped + 2)
   assert [o["step"] for o in resumed] == [stopped + 2] * 2
   assert [o["data_index"] for o in resumed] == [stopped + 2] * 2
+
+
+def test_a_failure_on_one_process_stops_every_process_naming_it(tmp_path):
+  """Process 1's data raises mid-run while process 0 is already in the next step's collectives.
+  Both must exit 1 promptly (not after the coordination service's heartbeat timeout), process 0
+  saying which process failed and why; the checkpoint saved before the failure resumes."""
+  workdir = tmp_path / "fail"
+  port = portpicker.pick_unused_port()
+  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2",
+             JAX_PLATFORMS="cpu", JAX_COMPILATION_CACHE_DIR=jax.config.jax_compilation_cache_dir,
+             CHECKPOINT_EVERY="2", FAIL_AT="1:6")
+  procs = [subprocess.Popen(
+      [sys.executable, os.path.join(HERE, "worker.py"), str(workdir), "20", str(i), "2",
+       str(port)], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+      for i in range(2)]
+  errs = []
+  try:
+    for p in procs:
+      _, err = p.communicate(timeout=90)  # the heartbeat timeout alone would take 100 s
+      errs.append(err)
+  finally:
+    for p in procs:
+      p.kill()
+  assert [p.returncode for p in procs] == [1, 1], errs[0][-2000:] + errs[1][-2000:]
+  assert "ValueError: corrupt record in batch 6" in errs[1]
+  assert "stopping process 0: process 1 failed: ValueError: corrupt record in batch 6" in errs[0]
+  saved = sorted(int(d) for d in os.listdir(workdir / "checkpoints") if d.isdigit())
+  assert saved and saved[-1] in (2, 4)
+  resumed = _run_two_processes(workdir, steps=saved[-1] + 2)
+  assert [o["step"] for o in resumed] == [saved[-1] + 2] * 2
+
+
+def test_fail_fast_with_one_process_lets_the_exception_through():
+  from distil_jax.multihost import fail_fast
+  with pytest.raises(ValueError, match="bad shard"):
+    with fail_fast():
+      raise ValueError("bad shard")

@@ -9,6 +9,26 @@ sys.path.insert(0, os.path.dirname(__file__))
 import jax  # noqa: E402
 
 
+class _FailingBatches:
+  """Raises on one process at one batch, as a corrupt record would."""
+
+  def __init__(self, inner, pid, fail_pid, fail_batch):
+    self.inner, self.fails = inner, pid == fail_pid
+    self.fail_batch, self.count = fail_batch, 0
+
+  def __iter__(self):
+    return self
+
+  def __next__(self):
+    self.count += 1
+    if self.fails and self.count == self.fail_batch:
+      raise ValueError(f"corrupt record in batch {self.count}")
+    return next(self.inner)
+
+  def __getattr__(self, name):  # get_state, set_state, index
+    return getattr(self.inner, name)
+
+
 def main():
   workdir, steps = sys.argv[1], int(sys.argv[2])
   if len(sys.argv) > 3:
@@ -26,7 +46,12 @@ def main():
   cfg = tiny_train_config(steps=steps,
                           checkpoint=CheckpointConfig(every_steps=every, keep=2, async_save=True))
   batches = batches_for(cfg, process_index=pid, process_count=nproc)
-  result = train(cfg, workdir, batches, progress=False)
+  fail_at = os.environ.get("FAIL_AT")  # "PROCESS:BATCH": that process's data raises there
+  if fail_at:
+    batches = _FailingBatches(batches, pid, *map(int, fail_at.split(":")))
+  from distil_jax.multihost import fail_fast
+  with fail_fast("worker"):
+    result = train(cfg, workdir, batches, progress=False)
   params = jax.tree.leaves(result.state.params)
   from jax.experimental import multihost_utils
   checksum = float(sum(np.sum(np.asarray(multihost_utils.process_allgather(p, tiled=True)),
