@@ -4,6 +4,14 @@ Reports tokens/s, model TFLOP/s per device (PaLM convention, 6N + 12*L*d*S per t
 against the device's datasheet bf16 peak, and peak device memory. Synthetic full-length rows,
 every token counted. On GPU attention runs through cuDNN. `--mode decode` hands over to the
 generation benchmark.
+
+`--hf` times transformers' train step on the same shape too (`distil_jax/train/hf_bench.py`:
+random-init `Qwen2ForCausalLM`, sdpa, AdamW, the same FLOPs per token and peak) and prints
+`{"distil_jax": ..., "transformers": ..., "speedup": ...}`, speedup being our per-device
+throughput over transformers' on one device. The transformers half runs first, in a process of
+its own that has exited before JAX starts: JAX's allocator keeps the share of the card it reserves
+(0.92 under launch/single_gpu.sh) until its process ends, deleted arrays or not, so torch can
+precede it but not follow it.
 """
 from __future__ import annotations
 
@@ -22,6 +30,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
   parser.add_argument("--mode", choices=("train", "decode"), default="train")
   parser.add_argument("--steps", type=int, default=10, help="timed steps")
   parser.add_argument("--warmup", type=int, default=2, help="untimed steps (compilation)")
+  parser.add_argument("--hf", action="store_true",
+                      help="also time transformers on the same shape (train: its train step; "
+                      "decode: generate)")
+  parser.add_argument("--hf_precision", choices=("auto", "bf16", "autocast", "fp32"),
+                      default="auto", help="auto: bf16 params if ours are, autocast if we "
+                      "compute in bf16, else fp32")
+  parser.add_argument("--hf_compile", action="store_true", help="torch.compile the HF model")
+  parser.add_argument("--hf_grad_ckpt", action="store_true",
+                      help="gradient checkpointing in the HF model")
 
 
 def _peak_memory(compiled) -> tuple[float, str]:
@@ -99,12 +116,43 @@ def run_train_bench(args) -> dict:
   }
 
 
+def run_hf_bench(args, cfg) -> dict:
+  """Transformers' step on the shape and optimizer settings of `cfg`, in a subprocess."""
+  from distil_jax.model.config import dtype_name
+  from distil_jax.train.hf_bench import HFBenchSpec, Precision, run_in_subprocess
+
+  precision = (Precision.matching(dtype_name(cfg.model.param_dtype),
+                                  dtype_name(cfg.model.compute_dtype))
+               if args.hf_precision == "auto" else Precision(args.hf_precision))
+  o = cfg.optim
+  return run_in_subprocess(HFBenchSpec(
+      hf_config=cfg.model.to_hf(), batch=cfg.data.batch_size, seq_len=cfg.data.seq_len,
+      steps=args.steps, warmup=args.warmup, precision=precision, compile=args.hf_compile,
+      grad_ckpt=args.hf_grad_ckpt, lr=o.lr, b1=o.b1, b2=o.b2, eps=o.eps,
+      weight_decay=o.weight_decay, clip_norm=o.clip_norm, seed=cfg.seed))
+
+
+def _side_by_side(ours: dict, theirs: dict, flops_per_token: float) -> dict:
+  """Speedup per device: transformers' step runs on one."""
+  speedup = (ours["tokens_per_s"] / ours["devices"] / theirs["tokens_per_s"]
+             if "tokens_per_s" in theirs else None)  # None: it ran out of memory or failed
+  return {"distil_jax": {**ours, "flops_per_token": flops_per_token}, "transformers": theirs,
+          "speedup": speedup}
+
+
 def run(args: argparse.Namespace) -> int:
   if args.mode == "decode":
     if importlib.util.find_spec("distil_jax.generate.bench") is None:
       print("distil-jax bench: --mode decode needs distil_jax.generate.bench, not installed")
       return 2
     return int(importlib.import_module("distil_jax.generate.bench").run_decode_bench(args) or 0)
-  report = run_train_bench(args)
-  print(json.dumps(report, indent=2))
+  if not args.hf:
+    print(json.dumps(run_train_bench(args), indent=2))
+    return 0
+  from distil_jax.train.config import from_config_dict, load_config
+  cfg = from_config_dict(load_config(args.config, args.overrides))
+  theirs = run_hf_bench(args, cfg)  # first: see the module docstring
+  ours = run_train_bench(args)
+  print(json.dumps(_side_by_side(ours, theirs, cfg.model.flops_per_token(cfg.data.seq_len)),
+                   indent=2))
   return 0
