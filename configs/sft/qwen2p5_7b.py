@@ -7,6 +7,8 @@
 The `:ARG` is a Hugging Face checkpoint directory to start from (without it: random init).
 Expected: needs FSDP over >= 2 80 GB GPUs (weights + AdamW state are ~60 GB in bf16).
 On CPU pass --config.model.attention_impl=xla (cuDNN attention is GPU-only).
+--config.model.max_segments_per_row=N (e.g. 16) keeps packed documents apart with cuDNN's
+ragged layout instead of a dense [B,1,T,T] bias (Hopper or later; rows must hold <= N documents).
 """
 import ml_collections
 
@@ -21,7 +23,8 @@ def get_config(arg=None):
   c.loss_chunk = 512
   c.log_every = 10
   c.model = dict(preset="qwen2p5_7b", param_dtype="bfloat16", compute_dtype="bfloat16",
-                 remat_policy="full", attention_impl="cudnn")
+                 remat_policy="full", attention_impl="cudnn",
+                 max_segments_per_row=0)
   c.init = dict(kind="hf" if arg else "fresh", path=arg or "")
   c.mesh = dict(data=1, fsdp=-1, tensor=1)
   c.rules = DEFAULT_RULES  # logical axis -> mesh axis; replace to change the policy

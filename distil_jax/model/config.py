@@ -54,10 +54,17 @@ class ModelConfig:
   param_dtype: Any = jnp.float32
   compute_dtype: Any = jnp.bfloat16
   attention_impl: AttentionImpl = AttentionImpl.XLA
+  # cuDNN only. 0: packed documents are kept apart by a dense [B,1,T,T] bias (slow, any count).
+  # N > 0: cuDNN's ragged (THD) layout with at most N documents per row, no T*T tensor at all;
+  # Hopper or later. Rows holding more documents attend across the later ones' boundaries, so
+  # the data pipeline must cap documents per row at N (see attention.packed_layout).
+  max_segments_per_row: int = 0
   remat_policy: RematPolicy = RematPolicy.NONE
   initializer_range: float = 0.02
 
   def __post_init__(self):
+    if self.max_segments_per_row < 0:
+      raise ValueError(f"max_segments_per_row={self.max_segments_per_row} must be >= 0")
     if self.num_heads % self.num_kv_heads:
       raise ValueError(f"num_heads={self.num_heads} is not a multiple of "
                        f"num_kv_heads={self.num_kv_heads}")

@@ -84,7 +84,8 @@ def decoder_layer(cfg: ModelConfig, x_BxTxD, p, positions_BxT, segment_ids_BxT, 
   q = constrain(rope(q, positions_BxT, cfg.rope_theta), ("batch", "seq", "act_heads", "head_dim"))
   k = constrain(rope(k, positions_BxT, cfg.rope_theta), ("batch", "seq", "act_kv_heads", "head_dim"))
   if kv is None:
-    attn = self_attention(cfg.attention_impl, q, k, v, positions_BxT, segment_ids_BxT)
+    attn = self_attention(cfg.attention_impl, q, k, v, positions_BxT, segment_ids_BxT,
+                          max_segments_per_row=cfg.max_segments_per_row)
   else:
     cache_k, cache_v = write_slots(kv[0], k, positions_BxT), write_slots(kv[1], v, positions_BxT)
     slots_S = jnp.arange(cache_k.shape[1])
@@ -131,8 +132,6 @@ class Qwen2(nnx.Module):
     b, t = input_ids_BxT.shape
     if positions_BxT is None:
       positions_BxT = jnp.broadcast_to(jnp.arange(t, dtype=jnp.int32), (b, t))
-    if segment_ids_BxT is None:
-      segment_ids_BxT = jnp.ones((b, t), jnp.int32)
     # Gather the table over the data axes first (as FSDP does for every weight), so the
     # lookup never reshards the batch-sharded ids against an fsdp-sharded table.
     table_VxD = constrain(self.embed[...], ("vocab", None))
