@@ -83,6 +83,7 @@ def _train(args, cfg, config_dict) -> int:
       cfg.data.path, seq_len=cfg.data.seq_len,
       batch_size=cfg.data.batch_size // jax.process_count(), seed=cfg.data.seed,
       shard_index=jax.process_index(), shard_count=jax.process_count(),
+      max_documents_per_row=cfg.model.max_segments_per_row or None,
       num_epochs=cfg.data.num_epochs or None, worker_count=cfg.data.worker_count)
   try:
     result = train(cfg, args.workdir, batches, progress=not args.no_progress)

@@ -57,14 +57,16 @@ def _to_training_batch(packed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
 def make_dataset(data_dir: str | os.PathLike, *, seq_len: int, batch_size: int, seed: int = 0,
                  shard_index: int = 0, shard_count: int = 1, num_epochs: int | None = None,
                  shuffle: bool = True, num_packing_bins: int | None = None,
-                 worker_count: int = 0, worker_buffer_size: int = 4, read_threads: int = 2,
+                 max_documents_per_row: int | None = None, worker_count: int = 0, worker_buffer_size: int = 4, read_threads: int = 2,
                  prefetch_batches: int = 2) -> grain.IterDataset:
     """The batch stream of one process, as a grain `IterDataset` (iterate it, or `iter()` it).
 
     `shard_index`/`shard_count`: this process's slice of every epoch (pass
     `jax.process_index()`, `jax.process_count()`); slices are disjoint and cover the data.
     `num_epochs=None` repeats forever. `num_packing_bins` (default `batch_size`) rows are
-    packed at once: more bins pack tighter. `worker_count > 0` decodes in that many processes
+    packed at once: more bins pack tighter. `max_documents_per_row` caps the documents in one
+    row (cuDNN's ragged attention has a fixed number of slots per row: pass
+    `ModelConfig.max_segments_per_row`). `worker_count > 0` decodes in that many processes
     (a script using them needs the `if __name__ == "__main__":` guard: workers are spawned).
     `prefetch_batches` batches are packed ahead in a background thread, so packing overlaps
     the train step; the iterator state still points at the last batch handed out.
@@ -90,7 +92,8 @@ def make_dataset(data_dir: str | os.PathLike, *, seq_len: int, batch_size: int, 
             num_workers=worker_count, per_worker_buffer_size=worker_buffer_size))
     it = grain.experimental.FirstFitPackIterDataset(
         it, length_struct={k: seq_len for k in FEATURES},
-        num_packing_bins=num_packing_bins or batch_size, seed=seed, shuffle_bins=True)
+        num_packing_bins=num_packing_bins or batch_size, seed=seed, shuffle_bins=True,
+        max_sequences_per_bin=max_documents_per_row or None)
     it = it.batch(batch_size, drop_remainder=True).map(_to_training_batch)
     if prefetch_batches > 0:
         it = grain.experimental.ThreadPrefetchIterDataset(it, prefetch_buffer_size=prefetch_batches)

@@ -102,10 +102,24 @@ def decoder_layer(cfg: ModelConfig, x_BxTxD, p, positions_BxT, segment_ids_BxT, 
   return constrain(x, ("batch", "seq", "act_embed")), kv
 
 
+# The cuDNN attention kernel's forward primitives (jax/_src/cudnn/fused_attention_stablehlo.py).
+_ATTENTION_KERNELS = frozenset({"dot_product_attention_fwd", "dot_product_attention_fwd_wrapper"})
+
+
+def _and_attention_kernels(policy):
+  """`policy`, also saving the fused attention kernel's outputs (its result and softmax
+  statistics, O(T) per head). The kernel is a custom call, not a dot, so a `dots` policy alone
+  would run the whole attention forward again in the backward pass."""
+  def saveable(prim, *avals, **params):
+    return prim.name in _ATTENTION_KERNELS or policy(prim, *avals, **params)
+  return saveable
+
+
 _POLICIES = {
     RematPolicy.FULL: jax.checkpoint_policies.nothing_saveable,
-    RematPolicy.DOTS: jax.checkpoint_policies.checkpoint_dots,
-    RematPolicy.DOTS_NO_BATCH: jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
+    RematPolicy.DOTS: _and_attention_kernels(jax.checkpoint_policies.checkpoint_dots),
+    RematPolicy.DOTS_NO_BATCH: _and_attention_kernels(
+        jax.checkpoint_policies.dots_with_no_batch_dims_saveable),
 }
 
 

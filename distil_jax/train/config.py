@@ -81,7 +81,8 @@ class TrainConfig:
                        f"grad_accum={self.grad_accum} micro-batches")
 
 
-RUNTIME_FIELDS = ("param_dtype", "compute_dtype", "attention_impl", "remat_policy")
+RUNTIME_FIELDS = ("param_dtype", "compute_dtype", "attention_impl", "remat_policy",
+                  "max_segments_per_row")
 
 
 def _is_model_checkpoint(path: str) -> bool:

@@ -131,3 +131,14 @@ def test_documents_longer_than_seq_len_are_truncated(corpus_dir):
     lengths = [len(d[0]) for d in _unpack(batch)]
     assert max(lengths) == short and len(lengths) == BATCH  # chats are longer than 32 tokens
     assert all(itertools.chain.from_iterable(d[3] == np.arange(short) for d in _unpack(batch)))
+
+
+def test_max_documents_per_row_caps_the_packing(corpus_dir):
+    """cuDNN's ragged attention has a fixed number of document slots per row."""
+    def most_documents(**kw):
+        batches = _take(make_iterator(corpus_dir, seq_len=4 * SEQ_LEN, batch_size=BATCH, seed=0,
+                                      **kw), 4)
+        return max(int(b["segment_ids"].max()) for b in batches)
+
+    assert most_documents() > 3  # rows of 1,024 tokens uncapped hold more than three chats
+    assert most_documents(max_documents_per_row=3) == 3

@@ -147,3 +147,27 @@ def test_train_step_ragged_path_partitions_with_no_t_by_t_tensor(tmp_path):
   assert _cudnn_calls(hlo) == {FORWARD, BACKWARD}
   assert _kernel_batch(hlo, FORWARD) == _kernel_batch(hlo, BACKWARD) == STEP_B // 8
   assert _square(hlo, STEP_T) == []
+
+
+# --- remat: the attention kernel runs once forward ----------------------------------------
+@pytest.mark.parametrize("remat", ["none", "dots", "dots_no_batch", "full"])
+def test_dots_remat_saves_the_attention_kernel_instead_of_running_it_again(remat):
+  """A `dots` policy alone would not save the fused kernel (a custom call, not a dot), so the
+  backward pass would run the attention forward a second time. `full` recomputes it by design."""
+  from flax import nnx
+  from distil_jax.model.config import RematPolicy
+  from distil_jax.model.qwen2 import Qwen2
+  cfg = ModelConfig.tiny(compute_dtype=jnp.bfloat16, attention_impl=AttentionImpl.CUDNN,
+                         remat_policy=RematPolicy(remat))
+  graphdef, params = nnx.split(nnx.eval_shape(lambda: Qwen2(cfg, rngs=nnx.Rngs(0))))
+  rows = jax.ShapeDtypeStruct((2, 128), jnp.int32)
+  batch = dict(input_ids=rows, target_ids=rows, segment_ids=rows, positions=rows,
+               loss_mask=jax.ShapeDtypeStruct((2, 128), jnp.float32))
+
+  def loss(p, b):
+    return SFTLoss(chunk=64)(nnx.merge(graphdef, p), b, None)[0]
+
+  text = jax.jit(jax.grad(loss)).trace(params, batch).lower(lowering_platforms=("cuda",)).as_text()
+  forward = len(re.findall(re.escape(BIAS_FORWARD) + r"\b", text))
+  backward = len(re.findall(re.escape(BIAS_BACKWARD) + r"\b", text))
+  assert (forward, backward) == ((2, 1) if remat == "full" else (1, 1))
