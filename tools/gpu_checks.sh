@@ -5,6 +5,7 @@
 #   tools/gpu_checks.sh env          # devices, versions, the cuDNN attention tests on the GPU
 #   tools/gpu_checks.sh sft-0p5b     # issue #3 target: 0.5B, batch 8 x 2048, side by side with HF
 #   tools/gpu_checks.sh sft-1p5b     # 1.5B batch 4 (side by side) and batch 8 (must fit)
+#   tools/gpu_checks.sh attention-0p5b  # packed rows: dense-mask vs ragged cuDNN layout
 #   tools/gpu_checks.sh tune-0p5b    # remat policy and loss chunk sweep for 0.5B
 #
 # Every report is a JSON file in $OUT (default /tmp/gpu-checks); stdout shows them too.
@@ -29,7 +30,7 @@ bench() {  # NAME CONFIG ARGS...: one bench report, kept even when it fails
   echo "rc=$?"; cat "$OUT/$name.json"; tail -n 5 "$OUT/$name.err"
 }
 
-case "${1:?part: env | sft-0p5b | sft-1p5b | tune-0p5b}" in
+case "${1:?part: env | sft-0p5b | attention-0p5b | sft-1p5b | tune-0p5b}" in
   env)
     nvidia-smi -L
     python3 -c "import jax, jaxlib, flax, optax, orbax.checkpoint as o, transformers, torch
@@ -41,14 +42,20 @@ print('cudnn', check_cudnn_version())"
     JAX_PLATFORMS=cuda python3 -m pytest -q -p no:cacheprovider tests/model/test_cudnn_gpu.py \
       2>&1 | tee "$OUT/cudnn_tests.txt"
     ;;
-  sft-0p5b)
-    bench sft_0p5b_b8 configs/sft/qwen2p5_0p5b.py --hf --hf_compile  # fp32 master vs autocast
-    bench sft_0p5b_b8_bf16 configs/sft/qwen2p5_0p5b.py --config.model.param_dtype=bfloat16 \
-      --hf --hf_compile                                                # bf16 both sides
+  sft-0p5b)  # one document a row on both sides (transformers has no packing): like for like
+    bench sft_0p5b_b8 configs/sft/qwen2p5_0p5b.py --unpacked --hf --hf_compile  # fp32 master
+    bench sft_0p5b_b8_bf16 configs/sft/qwen2p5_0p5b.py --unpacked \
+      --config.model.param_dtype=bfloat16 --hf --hf_compile                    # bf16 both sides
+    ;;
+  attention-0p5b)  # packed documents: dense bias (default) vs cuDNN's ragged layout
+    bench attn_0p5b_dense configs/sft/qwen2p5_0p5b.py
+    bench attn_0p5b_ragged16 configs/sft/qwen2p5_0p5b.py --config.model.max_segments_per_row=16
     ;;
   sft-1p5b)
-    bench sft_1p5b_b4 configs/sft/qwen2p5_1p5b.py --config.data.batch_size=4 --hf --hf_compile
-    bench sft_1p5b_b8 configs/sft/qwen2p5_1p5b.py --config.data.batch_size=8
+    bench sft_1p5b_b4 configs/sft/qwen2p5_1p5b.py --config.data.batch_size=4 --unpacked \
+      --hf --hf_compile
+    bench sft_1p5b_b8 configs/sft/qwen2p5_1p5b.py --config.data.batch_size=8 --unpacked
+    bench sft_1p5b_b8_packed configs/sft/qwen2p5_1p5b.py --config.data.batch_size=8
     ;;
   tune-0p5b)
     for remat in none dots_no_batch dots full; do

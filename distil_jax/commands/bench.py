@@ -30,6 +30,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
   parser.add_argument("--mode", choices=("train", "decode"), default="train")
   parser.add_argument("--steps", type=int, default=10, help="timed steps")
   parser.add_argument("--warmup", type=int, default=2, help="untimed steps (compilation)")
+  parser.add_argument("--unpacked", action="store_true",
+                      help="rows with no segment ids (one document each): plain causal attention, "
+                           "as transformers runs; default: segment ids, as packed SFT data has")
   parser.add_argument("--hf", action="store_true",
                       help="also time transformers on the same shape (train: its train step; "
                       "decode: generate)")
@@ -76,6 +79,8 @@ def run_train_bench(args) -> dict:
                     loss_mask=np.ones((B, L), np.float32),
                     segment_ids=np.ones((B, L), np.int32),
                     positions=np.tile(np.arange(L, dtype=np.int32), (B, 1)))
+  if args.unpacked:
+    del host_batch["segment_ids"]
   with use_mesh(mesh, cfg.rules):
     graphdef, abstract_state = abstract_train_state(cfg, mesh, tx)
     state = init_train_state(cfg, mesh, tx, abstract_state)
@@ -109,6 +114,7 @@ def run_train_bench(args) -> dict:
       "param_dtype": str(np.dtype(cfg.model.param_dtype)),
       "compute_dtype": str(np.dtype(cfg.model.compute_dtype)),
       "attention": cfg.model.attention_impl.value, "remat": cfg.model.remat_policy.value,
+      "packed": not args.unpacked, "max_segments_per_row": cfg.model.max_segments_per_row,
       "compile_s": round(compile_s, 2), "step_s": seconds / args.steps,
       "tokens_per_s": perf["tokens_per_s"], "tflops_per_device": perf["tflops_per_device"],
       "mfu": perf.get("mfu"), "peak_memory_gb": peak_gb, "peak_memory_source": how,

@@ -137,7 +137,7 @@ class SFTLoss:
   def __call__(self, model, batch: dict[str, jax.Array], rng: jax.Array):
     del rng  # deterministic
     h_BxLxD, _ = model.hidden_states(batch["input_ids"], batch["positions"],
-                                     batch["segment_ids"])
+                                     batch.get("segment_ids"))  # absent: one document a row
     loss_sum, correct = chunked_cross_entropy(
         h_BxLxD, model.unembed_matrix(), batch["target_ids"], batch["loss_mask"],
         chunk=self.chunk)

@@ -109,3 +109,16 @@ def test_lm_head_gradient_is_three_compute_dtype_matmuls_and_matches_float32():
     assert g.dtype == r.dtype == jnp.float32
     rel = float(jnp.linalg.norm(g - r) / jnp.linalg.norm(r))
     assert rel < 2e-2, rel
+
+
+def test_a_batch_without_segment_ids_is_one_document_a_row():
+  cfg = ModelConfig.tiny(compute_dtype=jnp.float32)
+  model = create_model(cfg, make_mesh(MeshConfig(data=1), jax.devices()[:1]))
+  batch = next(SyntheticBatches(batch_size=2, seq_len=32, vocab_size=cfg.vocab_size))
+  batch = jax.tree.map(jnp.asarray, batch)
+  batch["positions"] = jnp.broadcast_to(jnp.arange(32), (2, 32))
+  one_doc = dict(batch, segment_ids=jnp.ones((2, 32), jnp.int32))
+  unpacked = {k: v for k, v in batch.items() if k != "segment_ids"}
+  loss = SFTLoss(chunk=16)
+  np.testing.assert_allclose(loss(model, unpacked, None)[0], loss(model, one_doc, None)[0],
+                             rtol=1e-6)
