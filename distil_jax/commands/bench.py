@@ -1,7 +1,8 @@
 """`distil-jax bench --config configs/sft/x.py`: speed of the SFT train step.
 
 Reports tokens/s, model TFLOP/s per device (PaLM convention, 6N + 12*L*d*S per token), MFU
-against the device's datasheet bf16 peak, and peak device memory. Synthetic full-length rows,
+against the device's datasheet bf16 peak, `of_ceiling` against a bf16 matmul ceiling measured in
+the same run (the basis of the issue's targets), and peak device memory. Synthetic full-length rows,
 every token counted. On GPU attention runs through cuDNN. `--mode decode` hands over to the
 generation benchmark.
 
@@ -52,6 +53,27 @@ def _peak_memory(compiled) -> tuple[float, str]:
   m = compiled.memory_analysis()  # CPU: no allocator statistics; XLA's plan instead
   total = m.temp_size_in_bytes + m.argument_size_in_bytes + m.output_size_in_bytes
   return (total - m.alias_size_in_bytes) / 2**30, "compiled estimate"
+
+
+def measure_matmul_ceiling(reps: int = 10) -> dict:
+  """The device's bf16 matmul throughput, measured: the ceiling the issue's targets are a
+  fraction of (ANCHORS.md: 8192^3 on an H100 gives 792-804 TFLOP/s, below the 989 datasheet
+  figure that `mfu` divides by). 1024^3 on a CPU, where 8192^3 would take minutes."""
+  import jax
+  import jax.numpy as jnp
+  n = 1024 if jax.default_backend() == "cpu" else 8192
+  a = jax.random.normal(jax.random.key(0), (n, n), jnp.bfloat16)
+  b = jax.random.normal(jax.random.key(1), (n, n), jnp.bfloat16)
+  matmul = jax.jit(lambda a, b: a @ b)
+  for _ in range(3):
+    out = matmul(a, b)
+  out.block_until_ready()
+  t0 = time.perf_counter()
+  for _ in range(reps):
+    out = matmul(a, b)
+  out.block_until_ready()
+  seconds = time.perf_counter() - t0
+  return {"ceiling_tflops": 2 * n**3 * reps / seconds / 1e12, "ceiling_matmul": f"bf16 {n}^3"}
 
 
 def run_train_bench(args) -> dict:
@@ -119,7 +141,13 @@ def run_train_bench(args) -> dict:
       "tokens_per_s": perf["tokens_per_s"], "tflops_per_device": perf["tflops_per_device"],
       "mfu": perf.get("mfu"), "peak_memory_gb": peak_gb, "peak_memory_source": how,
       "final_loss": float(metrics["loss"]),
+      **_of_ceiling(perf["tflops_per_device"]),
   }
+
+
+def _of_ceiling(tflops_per_device: float, ceiling: dict | None = None) -> dict:
+  ceiling = ceiling or measure_matmul_ceiling()
+  return {**ceiling, "of_ceiling": tflops_per_device / ceiling["ceiling_tflops"]}
 
 
 def run_hf_bench(args, cfg) -> dict:
@@ -142,6 +170,9 @@ def _side_by_side(ours: dict, theirs: dict, flops_per_token: float) -> dict:
   """Speedup per device: transformers' step runs on one."""
   speedup = (ours["tokens_per_s"] / ours["devices"] / theirs["tokens_per_s"]
              if "tokens_per_s" in theirs else None)  # None: it ran out of memory or failed
+  if "tflops_per_device" in theirs:  # the same measured ceiling for both
+    theirs = {**theirs, **_of_ceiling(theirs["tflops_per_device"],
+                                      {k: ours[k] for k in ("ceiling_tflops", "ceiling_matmul")})}
   return {"distil_jax": {**ours, "flops_per_token": flops_per_token}, "transformers": theirs,
           "speedup": speedup}
 

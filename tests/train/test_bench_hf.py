@@ -47,3 +47,7 @@ def test_bench_hf_times_both_steps_on_the_same_shape_and_flops():
   assert abs(theirs["first_loss"] - math.log(cfg.vocab_size)) < 0.1
   assert theirs["peak_memory_gb"] > 0 and theirs["peak_memory_source"]
   assert result["speedup"] == pytest.approx(ours["tokens_per_s"] / theirs["tokens_per_s"])
+  # both sides are put against one bf16 matmul ceiling, measured in the same run
+  assert ours["ceiling_tflops"] == theirs["ceiling_tflops"] > 0
+  for side in (ours, theirs):
+    assert side["of_ceiling"] == pytest.approx(side["tflops_per_device"] / side["ceiling_tflops"])
