@@ -7,39 +7,41 @@
 #   tools/gpu_checks.sh sft-1p5b     # 1.5B batch 4 (side by side) and batch 8 (must fit)
 #   tools/gpu_checks.sh attention-0p5b  # packed rows: dense-mask vs ragged cuDNN layout
 #   tools/gpu_checks.sh tune-0p5b    # remat policy and loss chunk sweep for 0.5B
+#   PYTHON=.venv/bin/python ATTN=xla tools/gpu_checks.sh smoke   # this script, on a CPU
 #
 # Every report is a JSON file in $OUT (default /tmp/gpu-checks); stdout shows them too.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-/tmp/gpu-checks}; mkdir -p "$OUT"
-if [ -d .whl ] && ! python3 -c "import grain, ml_collections" 2>/dev/null; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+if [ -d .whl ] && ! ${PYTHON:-python3} -c "import grain, ml_collections" 2>/dev/null; then
+  ${PYTHON:-python3} -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
     --target /tmp/site .whl/*.whl || exit 1
   export PYTHONPATH=$PWD:/tmp/site${PYTHONPATH:+:$PYTHONPATH}
 fi
 export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
 export XLA_PYTHON_CLIENT_MEM_FRACTION=${XLA_PYTHON_CLIENT_MEM_FRACTION:-0.92}
 export XLA_FLAGS="--xla_gpu_enable_latency_hiding_scheduler=true ${XLA_FLAGS:-}"
-DJ="python3 -m distil_jax.cli"
+DJ="${PYTHON:-python3} -m distil_jax.cli"
+ATTN=${ATTN:-cudnn}
 
 bench() {  # NAME CONFIG ARGS...: one bench report, kept even when it fails
   local name=$1 config=$2; shift 2
   echo "== $name: bench --config $config $*"
-  $DJ bench --config "$config" --config.model.attention_impl=cudnn "$@" >"$OUT/$name.json" \
+  $DJ bench --config "$config" --config.model.attention_impl="$ATTN" "$@" >"$OUT/$name.json" \
     2>"$OUT/$name.err"
   echo "rc=$?"; cat "$OUT/$name.json"; tail -n 5 "$OUT/$name.err"
 }
 
-case "${1:?part: env | sft-0p5b | attention-0p5b | sft-1p5b | tune-0p5b}" in
+case "${1:?part: env | sft-0p5b | attention-0p5b | sft-1p5b | tune-0p5b | smoke}" in
   env)
     nvidia-smi -L
-    python3 -c "import jax, jaxlib, flax, optax, orbax.checkpoint as o, transformers, torch
+    ${PYTHON:-python3} -c "import jax, jaxlib, flax, optax, orbax.checkpoint as o, transformers, torch
 print('jax', jax.__version__, 'flax', flax.__version__, 'optax', optax.__version__,
       'transformers', transformers.__version__, 'torch', torch.__version__)
 print(jax.devices())
 from jax._src.cudnn.fused_attention_stablehlo import check_cudnn_version
 print('cudnn', check_cudnn_version())"
-    JAX_PLATFORMS=cuda python3 -m pytest -q -p no:cacheprovider tests/model/test_cudnn_gpu.py \
+    JAX_PLATFORMS=cuda ${PYTHON:-python3} -m pytest -q -p no:cacheprovider tests/model/test_cudnn_gpu.py \
       2>&1 | tee "$OUT/cudnn_tests.txt"
     ;;
   sft-0p5b)  # one document a row on both sides (transformers has no packing): like for like
@@ -56,6 +58,10 @@ print('cudnn', check_cudnn_version())"
       --hf --hf_compile
     bench sft_1p5b_b8 configs/sft/qwen2p5_1p5b.py --config.data.batch_size=8 --unpacked
     bench sft_1p5b_b8_packed configs/sft/qwen2p5_1p5b.py --config.data.batch_size=8
+    ;;
+  smoke)  # the script's own plumbing on a CPU: PYTHON=.venv/bin/python ATTN=xla ... smoke
+    bench smoke_tiny configs/sft/tiny.py --config.data.batch_size=2 --config.data.seq_len=64 \
+      --steps 1 --warmup 1 --unpacked --hf
     ;;
   tune-0p5b)
     for remat in none dots_no_batch dots full; do
