@@ -70,6 +70,7 @@ print('cudnn', check_cudnn_version())"
     for chunk in 256 1024; do
       bench "tune_0p5b_chunk$chunk" configs/sft/qwen2p5_0p5b.py --config.loss_chunk=$chunk
     done
+    bench tune_0p5b_bf16_logits configs/sft/qwen2p5_0p5b.py --config.loss_logits_dtype=bfloat16
     ;;
   *) echo "unknown part $1" >&2; exit 2 ;;
 esac

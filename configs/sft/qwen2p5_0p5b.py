@@ -22,6 +22,7 @@ def get_config(arg=None):
   c.steps = 2000
   c.grad_accum = 1
   c.loss_chunk = 512
+  c.loss_logits_dtype = "float32"  # or "bfloat16": half the logits traffic
   c.log_every = 10
   c.model = dict(preset="qwen2p5_0p5b", param_dtype="float32", compute_dtype="bfloat16",
                  remat_policy="none", attention_impl="cudnn",

@@ -21,6 +21,7 @@ def get_config(arg=None):
   c.steps = 2000
   c.grad_accum = 2
   c.loss_chunk = 512
+  c.loss_logits_dtype = "float32"  # or "bfloat16": half the logits traffic
   c.log_every = 10
   c.model = dict(preset="qwen2p5_7b", param_dtype="bfloat16", compute_dtype="bfloat16",
                  remat_policy="full", attention_impl="cudnn",

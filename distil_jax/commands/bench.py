@@ -106,10 +106,10 @@ def run_train_bench(args) -> dict:
   with use_mesh(mesh, cfg.rules):
     graphdef, abstract_state = abstract_train_state(cfg, mesh, tx)
     state = init_train_state(cfg, mesh, tx, abstract_state)
+    loss_fn = SFTLoss(chunk=cfg.loss_chunk, logits_dtype=cfg.loss_logits_dtype)
     step_fn = jit_train_step(
-        graphdef=graphdef, loss_fn=SFTLoss(chunk=cfg.loss_chunk), tx=tx, schedule=schedule,
-        grad_accum=cfg.grad_accum, state_sharding=jax.tree.map(lambda a: a.sharding,
-                                                               abstract_state),
+        graphdef=graphdef, loss_fn=loss_fn, tx=tx, schedule=schedule, grad_accum=cfg.grad_accum,
+        state_sharding=jax.tree.map(lambda a: a.sharding, abstract_state),
         mesh=mesh, rules=cfg.rules)
     batch = jax.device_put(host_batch, batch_sharding(mesh, cfg.rules))
     key = jax.device_put(jax.random.key(0), jax.sharding.NamedSharding(
@@ -136,6 +136,7 @@ def run_train_bench(args) -> dict:
       "param_dtype": str(np.dtype(cfg.model.param_dtype)),
       "compute_dtype": str(np.dtype(cfg.model.compute_dtype)),
       "attention": cfg.model.attention_impl.value, "remat": cfg.model.remat_policy.value,
+      "loss_chunk": cfg.loss_chunk, "loss_logits_dtype": str(np.dtype(cfg.loss_logits_dtype)),
       "packed": not args.unpacked, "max_segments_per_row": cfg.model.max_segments_per_row,
       "compile_s": round(compile_s, 2), "step_s": seconds / args.steps,
       "tokens_per_s": perf["tokens_per_s"], "tflops_per_device": perf["tflops_per_device"],

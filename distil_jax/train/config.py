@@ -9,6 +9,8 @@ import logging
 import enum
 from typing import Any
 
+import jax.numpy as jnp
+
 from distil_jax.model.config import AttentionImpl, ModelConfig, RematPolicy, parse_dtype
 from distil_jax.sharding import DEFAULT_RULES, MeshConfig, Rules
 
@@ -72,6 +74,9 @@ class TrainConfig:
   steps: int = 1000
   grad_accum: int = 1  # micro-batches per step; batch_size must divide by it
   loss_chunk: int = 512  # sequence positions per cross-entropy chunk
+  # The LM head's output dtype. float32 is exact; bfloat16 (what torch autocast gives) halves the
+  # memory traffic of the [batch, chunk, vocab] logits; the softmax is float32 either way.
+  loss_logits_dtype: Any = jnp.float32
   seed: int = 0  # parameter init and per-step rngs
   log_every: int = 10
 
@@ -147,6 +152,7 @@ def from_config_dict(c) -> TrainConfig:
       data=DataConfig(**d["data"]),
       init=init,
       checkpoint=CheckpointConfig(**d["checkpoint"]),
+      loss_logits_dtype=parse_dtype(d["loss_logits_dtype"]),
       **{k: d[k] for k in ("steps", "grad_accum", "loss_chunk", "seed", "log_every")},
   )
 

@@ -71,7 +71,7 @@ def train(cfg: TrainConfig, workdir: str, batches: Iterator, *, loss_fn: LossFn 
   """Train to `cfg.steps` (or until a stop signal). `batches` yields this process's share of
   each global batch and has `get_state()` / `set_state()`; it is checkpointed with the state."""
   mesh = mesh if mesh is not None else make_mesh(cfg.mesh)
-  loss_fn = loss_fn or SFTLoss(chunk=cfg.loss_chunk)
+  loss_fn = loss_fn or SFTLoss(chunk=cfg.loss_chunk, logits_dtype=cfg.loss_logits_dtype)
   tx, schedule = make_optimizer(cfg.optim, cfg.steps)
   ckpt = Checkpointer(workdir, cfg.checkpoint)
   writer = M.MetricsWriter(workdir)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -35,8 +36,10 @@ def _chunks(h_BxLxD, targets_BxL, mask_BxL, chunk: int):
           m.reshape(B, n, chunk).swapaxes(0, 1))
 
 
-def _chunk_logits(h_BxCxD, w_DxV):
-  return jnp.einsum("bcd,dv->bcv", h_BxCxD, w_DxV, preferred_element_type=jnp.float32)
+def _chunk_logits(h_BxCxD, w_DxV, logits_dtype):
+  """[B, C, V] in `logits_dtype`, always handed on as float32 (a fused convert, no copy)."""
+  return jnp.einsum("bcd,dv->bcv", h_BxCxD, w_DxV,
+                    preferred_element_type=logits_dtype).astype(jnp.float32)
 
 
 def _chunk_loss(logits_BxCxV, lse_BxC, t_BxC, m_BxC):
@@ -46,12 +49,12 @@ def _chunk_loss(logits_BxCxV, lse_BxC, t_BxC, m_BxC):
   return loss, correct
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(4,))
-def _fused_cross_entropy(h_BxLxD, w_DxV, targets_BxL, mask_BxL, chunk):
+@functools.partial(jax.custom_vjp, nondiff_argnums=(4, 5))
+def _fused_cross_entropy(h_BxLxD, w_DxV, targets_BxL, mask_BxL, chunk, logits_dtype):
   """Loss only (no gradient wanted): one chunk of logits at a time."""
   def one_chunk(carry, xs):
     h_BxCxD, t_BxC, m_BxC = xs
-    logits = _chunk_logits(h_BxCxD, w_DxV)
+    logits = _chunk_logits(h_BxCxD, w_DxV, logits_dtype)
     loss, correct = _chunk_loss(logits, jax.nn.logsumexp(logits, axis=-1), t_BxC, m_BxC)
     return (carry[0] + loss, carry[1] + correct), None
 
@@ -61,7 +64,7 @@ def _fused_cross_entropy(h_BxLxD, w_DxV, targets_BxL, mask_BxL, chunk):
   return loss_sum, correct
 
 
-def _fused_cross_entropy_fwd(h_BxLxD, w_DxV, targets_BxL, mask_BxL, chunk):
+def _fused_cross_entropy_fwd(h_BxLxD, w_DxV, targets_BxL, mask_BxL, chunk, logits_dtype):
   """Loss and both gradients in one pass over the chunks. The gradient of the summed loss
   with respect to a chunk's logits is softmax - onehot(target), masked; it is cast to the
   compute dtype and pushed through the two matmuls at once, so the logits are computed once
@@ -71,7 +74,7 @@ def _fused_cross_entropy_fwd(h_BxLxD, w_DxV, targets_BxL, mask_BxL, chunk):
   def one_chunk(carry, xs):
     loss_sum, correct_sum, dw_DxV = carry
     h_BxCxD, t_BxC, m_BxC = xs
-    logits = _chunk_logits(h_BxCxD, w_DxV)
+    logits = _chunk_logits(h_BxCxD, w_DxV, logits_dtype)
     lse_BxC = jax.nn.logsumexp(logits, axis=-1)
     loss, correct = _chunk_loss(logits, lse_BxC, t_BxC, m_BxC)
     probs = jnp.exp(logits - lse_BxC[..., None])
@@ -92,8 +95,8 @@ def _fused_cross_entropy_fwd(h_BxLxD, w_DxV, targets_BxL, mask_BxL, chunk):
   return (loss_sum, correct), (dh_BxLxD, dw_DxV.astype(w_DxV.dtype))
 
 
-def _fused_cross_entropy_bwd(chunk, residuals, cotangents):
-  del chunk
+def _fused_cross_entropy_bwd(chunk, logits_dtype, residuals, cotangents):
+  del chunk, logits_dtype
   dh_BxLxD, dw_DxV = residuals
   g = cotangents[0]  # the loss sum's; `correct` is a count and carries no gradient
   return ((g * dh_BxLxD).astype(dh_BxLxD.dtype), (g * dw_DxV).astype(dw_DxV.dtype), None,
@@ -104,7 +107,8 @@ _fused_cross_entropy.defvjp(_fused_cross_entropy_fwd, _fused_cross_entropy_bwd)
 
 
 def chunked_cross_entropy(h_BxLxD: jax.Array, w_DxV: jax.Array, targets_BxL: jax.Array,
-                          mask_BxL: jax.Array, *, chunk: int) -> tuple[jax.Array, jax.Array]:
+                          mask_BxL: jax.Array, *, chunk: int, logits_dtype=jnp.float32
+                          ) -> tuple[jax.Array, jax.Array]:
   """Sum of masked token cross-entropies, and the number of correct argmax predictions.
 
   Scans over the sequence in chunks of `chunk` positions, so the [B, L, V] logits never exist
@@ -115,7 +119,7 @@ def chunked_cross_entropy(h_BxLxD: jax.Array, w_DxV: jax.Array, targets_BxL: jax
   """
   chunk = min(chunk, h_BxLxD.shape[1])
   return _fused_cross_entropy(h_BxLxD, w_DxV.astype(h_BxLxD.dtype), targets_BxL,
-                              mask_BxL.astype(jnp.float32), chunk)
+                              mask_BxL.astype(jnp.float32), chunk, jnp.dtype(logits_dtype))
 
 
 def naive_cross_entropy(logits_BxLxV: jax.Array, targets_BxL: jax.Array, mask_BxL: jax.Array
@@ -133,6 +137,7 @@ def naive_cross_entropy(logits_BxLxV: jax.Array, targets_BxL: jax.Array, mask_Bx
 class SFTLoss:
   """Next-token cross-entropy on the tokens `loss_mask` marks (assistant turns)."""
   chunk: int = 512
+  logits_dtype: Any = jnp.float32  # the LM head's output; the softmax is float32 regardless
 
   def __call__(self, model, batch: dict[str, jax.Array], rng: jax.Array):
     del rng  # deterministic
@@ -140,7 +145,7 @@ class SFTLoss:
                                      batch.get("segment_ids"))  # absent: one document a row
     loss_sum, correct = chunked_cross_entropy(
         h_BxLxD, model.unembed_matrix(), batch["target_ids"], batch["loss_mask"],
-        chunk=self.chunk)
+        chunk=self.chunk, logits_dtype=self.logits_dtype)
     tokens = jnp.sum(batch["loss_mask"].astype(jnp.float32))
     return loss_sum, {"tokens": tokens, "correct": correct}
 

@@ -122,3 +122,31 @@ def test_a_batch_without_segment_ids_is_one_document_a_row():
   loss = SFTLoss(chunk=16)
   np.testing.assert_allclose(loss(model, unpacked, None)[0], loss(model, one_doc, None)[0],
                              rtol=1e-6)
+
+
+def test_bfloat16_logits_write_half_the_bytes_and_keep_the_loss():
+  """`logits_dtype=bfloat16` makes the LM-head matmul emit bf16 (as torch autocast does): the
+  [B, chunk, V] tensor that every later pass reads is half the size; the softmax stays f32."""
+  B, L, D, V = 2, 64, 64, 1000
+  h = jax.random.normal(jax.random.key(0), (B, L, D), jnp.bfloat16)
+  w = jax.random.normal(jax.random.key(1), (D, V)) * 0.1
+  t = jax.random.randint(jax.random.key(2), (B, L), 0, V)
+  m = jnp.ones((B, L))
+
+  def loss(h, w, dtype):
+    return chunked_cross_entropy(h, w, t, m, chunk=32, logits_dtype=dtype)[0]
+
+  for dtype in (jnp.float32, jnp.bfloat16):
+    jaxpr = jax.make_jaxpr(jax.grad(loss, argnums=(0, 1)), static_argnums=2)(h, w, dtype).jaxpr
+    outputs = [e.outvars[0].aval.dtype for e in _eqns(jaxpr)
+               if e.primitive.name == "dot_general" and e.outvars[0].aval.shape == (B, 32, V)]
+    assert outputs == [jnp.dtype(dtype)]  # the one logits matmul, in the asked dtype
+  exact, approx = loss(h, w, jnp.float32), loss(h, w, jnp.bfloat16)
+  np.testing.assert_allclose(approx, exact, rtol=2e-3)
+
+
+def _eqns(jaxpr):
+  for eqn in jaxpr.eqns:
+    yield eqn
+    for sub in jax.extend.core.jaxprs_in_params(eqn.params):
+      yield from _eqns(sub)
