@@ -4,6 +4,7 @@
 #
 #   tools/gpu_checks.sh env          # devices, versions, the cuDNN attention tests on the GPU
 #   tools/gpu_checks.sh sft-0p5b     # issue #3 target: 0.5B, batch 8 x 2048, side by side with HF
+#   tools/gpu_checks.sh sft-0p5b-bf16  # the same with bf16 parameters on both sides
 #   tools/gpu_checks.sh sft-1p5b     # 1.5B batch 4 (side by side) and batch 8 (must fit)
 #   tools/gpu_checks.sh attention-0p5b  # packed rows: dense-mask vs ragged cuDNN layout
 #   tools/gpu_checks.sh tune-0p5b    # remat policy and loss chunk sweep for 0.5B
@@ -32,7 +33,7 @@ bench() {  # NAME CONFIG ARGS...: one bench report, kept even when it fails
   echo "rc=$?"; cat "$OUT/$name.json"; tail -n 5 "$OUT/$name.err"
 }
 
-case "${1:?part: env | sft-0p5b | attention-0p5b | sft-1p5b | tune-0p5b | smoke}" in
+case "${1:?part: env | sft-0p5b | sft-0p5b-bf16 | attention-0p5b | sft-1p5b | tune-0p5b | smoke}" in
   env)
     nvidia-smi -L
     ${PYTHON:-python3} -c "import jax, jaxlib, flax, optax, orbax.checkpoint as o, transformers, torch
@@ -46,8 +47,10 @@ print('cudnn', check_cudnn_version())"
     ;;
   sft-0p5b)  # one document a row on both sides (transformers has no packing): like for like
     bench sft_0p5b_b8 configs/sft/qwen2p5_0p5b.py --unpacked --hf --hf_compile  # fp32 master
+    ;;
+  sft-0p5b-bf16)  # bf16 parameters on both sides (ANCHORS' 33% eager / 47% compiled rows)
     bench sft_0p5b_b8_bf16 configs/sft/qwen2p5_0p5b.py --unpacked \
-      --config.model.param_dtype=bfloat16 --hf --hf_compile                    # bf16 both sides
+      --config.model.param_dtype=bfloat16 --hf --hf_compile
     ;;
   attention-0p5b)  # packed documents: dense bias (default) vs cuDNN's ragged layout
     bench attn_0p5b_dense configs/sft/qwen2p5_0p5b.py
