@@ -8,7 +8,8 @@
 #   tools/gpu_checks.sh sft-1p5b     # 1.5B batch 4, side by side with HF
 #   tools/gpu_checks.sh sft-1p5b-b8  # 1.5B batch 8 (must fit), unpacked and packed
 #   tools/gpu_checks.sh attention-0p5b  # packed rows: dense-mask vs ragged cuDNN layout
-#   tools/gpu_checks.sh tune-0p5b    # remat policy and loss chunk sweep for 0.5B
+#   tools/gpu_checks.sh tune-0p5b-remat  # remat policy sweep for 0.5B
+#   tools/gpu_checks.sh tune-0p5b-loss   # loss chunk and logits dtype sweep for 0.5B
 #   PYTHON=.venv/bin/python ATTN=xla tools/gpu_checks.sh smoke   # this script, on a CPU
 #
 # Every report is a JSON file in $OUT (default /tmp/gpu-checks); stdout shows them too.
@@ -34,7 +35,7 @@ bench() {  # NAME CONFIG ARGS...: one bench report, kept even when it fails
   echo "rc=$?"; cat "$OUT/$name.json"; tail -n 5 "$OUT/$name.err"
 }
 
-case "${1:?part: env | sft-0p5b | sft-0p5b-bf16 | attention-0p5b | sft-1p5b | sft-1p5b-b8 | tune-0p5b | smoke}" in
+case "${1:?part: env | sft-0p5b | sft-0p5b-bf16 | attention-0p5b | sft-1p5b | sft-1p5b-b8 | tune-0p5b-remat | tune-0p5b-loss | smoke}" in
   env)
     nvidia-smi -L
     ${PYTHON:-python3} -c "import jax, jaxlib, flax, optax, orbax.checkpoint as o, transformers, torch
@@ -69,10 +70,12 @@ print('cudnn', check_cudnn_version())"
     bench smoke_tiny configs/sft/tiny.py --config.data.batch_size=2 --config.data.seq_len=64 \
       --steps 1 --warmup 1 --unpacked --hf
     ;;
-  tune-0p5b)
+  tune-0p5b-remat)
     for remat in none dots_no_batch dots full; do
       bench "tune_0p5b_${remat}" configs/sft/qwen2p5_0p5b.py --config.model.remat_policy=$remat
     done
+    ;;
+  tune-0p5b-loss)
     for chunk in 256 1024; do
       bench "tune_0p5b_chunk$chunk" configs/sft/qwen2p5_0p5b.py --config.loss_chunk=$chunk
     done
