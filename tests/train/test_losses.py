@@ -69,17 +69,19 @@ def test_chunked_loss_never_holds_the_full_float32_logits():
   assert chunked_b < logits_bytes / 4
 
 
-def _dots_over(jaxpr, size):
-  """Every dot_general in a jaxpr (scan and custom-vjp bodies included) with a `size` dim."""
-  found = []
+def _eqns(jaxpr):
+  """Every equation of a jaxpr, scan and custom-vjp bodies included."""
   for eqn in jaxpr.eqns:
-    if eqn.primitive.name == "dot_general":
-      shapes = [v.aval.shape for v in eqn.invars] + [eqn.outvars[0].aval.shape]
-      if any(size in s for s in shapes):
-        found.append([v.aval.dtype for v in eqn.invars])
+    yield eqn
     for sub in jax.extend.core.jaxprs_in_params(eqn.params):
-      found += _dots_over(sub, size)
-  return found
+      yield from _eqns(sub)
+
+
+def _dots_over(jaxpr, size):
+  """The operand dtypes of every dot_general with a `size` dim."""
+  return [[v.aval.dtype for v in e.invars] for e in _eqns(jaxpr)
+          if e.primitive.name == "dot_general"
+          and any(size in v.aval.shape for v in (*e.invars, e.outvars[0]))]
 
 
 def test_lm_head_gradient_is_three_compute_dtype_matmuls_and_matches_float32():
@@ -144,9 +146,3 @@ def test_bfloat16_logits_write_half_the_bytes_and_keep_the_loss():
   exact, approx = loss(h, w, jnp.float32), loss(h, w, jnp.bfloat16)
   np.testing.assert_allclose(approx, exact, rtol=2e-3)
 
-
-def _eqns(jaxpr):
-  for eqn in jaxpr.eqns:
-    yield eqn
-    for sub in jax.extend.core.jaxprs_in_params(eqn.params):
-      yield from _eqns(sub)
