@@ -261,7 +261,7 @@ def test_distillation_beats_sft_on_the_teachers_greedy_outputs_at_equal_steps(tm
   further with KD."""
   mesh = _one_device()
   # Large weights: a confident teacher whose distributions are far from the fresh student's.
-  teacher_cfg = dataclasses.replace(TEACHER, vocab_size=STUDENT.vocab_size, initializer_range=0.5)
+  teacher_cfg = dataclasses.replace(TEACHER, vocab_size=STUDENT.vocab_size, initializer_range=0.25)
   teacher = create_model(teacher_cfg, mesh, seed=7)
   teacher_dir = checkpoints.save_model(teacher, str(tmp_path / "teacher"))
   rng = np.random.default_rng(0)
