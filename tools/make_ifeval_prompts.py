@@ -6,8 +6,8 @@ Every prompt is a task (a topic template, English or Chinese) followed by one to
 instructions drawn from the 25 IFEval types, with the benchmark's instruction ids and argument names.
 The set is ours, written from these templates; it is not the benchmark's prompt set and its scores
 are not comparable with published IFEval numbers. The output depends only on the seed.
-Layout: for each language, every type appears alone in SINGLES_PER_TYPE prompts, then MULTI prompts
-combine 2-3 compatible types (see COMPATIBLE below).
+Contents: for each language, every type appears alone in SINGLES_PER_TYPE prompts, and MULTI prompts
+combine 2-3 compatible types (see ALONE and GROUPS below); the lines are shuffled with the same seed.
 """
 from __future__ import annotations
 
@@ -224,6 +224,7 @@ def make_prompts(seed: int = 0) -> list[dict]:
         ids.append(rng.choice(options))
       rows.append(_prompt(lang, ids, rng, index))
       index += 1
+  rng.shuffle(rows)  # any prefix (`--limit N`) mixes types and languages
   return rows
 
 
