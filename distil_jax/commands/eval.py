@@ -54,6 +54,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
   tasks.add_argument("--speed_batches", default="1,32")
   tasks.add_argument("--speed_prompt_len", type=int, default=128)
   tasks.add_argument("--speed_new_tokens", type=int, default=256)
+  tasks.add_argument("--speed_repeats", type=int, default=3, help="timed runs per figure; the best is kept")
   out = parser.add_argument_group("output")
   out.add_argument("--output", default=None, help="result JSON (default: eval/<name>.json)")
   out.add_argument("--name", default=None, help="label of this run in comparisons")
@@ -210,8 +211,9 @@ def _speed(model, args) -> list[dict]:
   rows = []
   for batch in (int(b) for b in str(args.speed_batches).split(",")):
     row = {"batch": batch, "prompt_len": args.speed_prompt_len, "new_tokens": args.speed_new_tokens,
-           "ours": bench_ours(model, batch, args.speed_prompt_len, args.speed_new_tokens, 2),
-           "transformers": bench_hf(model.cfg, batch, args.speed_prompt_len, args.speed_new_tokens, 2)}
+           "ours": bench_ours(model, batch, args.speed_prompt_len, args.speed_new_tokens, args.speed_repeats),
+           "transformers": bench_hf(model.cfg, batch, args.speed_prompt_len, args.speed_new_tokens,
+                                    args.speed_repeats)}
     print(f"speed batch {batch}: distil-jax {row['ours']['end_to_end_tok_s']:.1f} new tok/s, "
           f"transformers {row['transformers']['end_to_end_tok_s']:.1f}", file=sys.stderr)
     rows.append(row)

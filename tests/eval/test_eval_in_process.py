@@ -64,8 +64,13 @@ def test_in_process_eval_answers_scores_and_writes(eval_hf_dir, shards, referenc
   out = tmp_path / "runs" / "tiny.json"
   assert main(["eval", "--model", eval_hf_dir, "--limit", "5", "--max_new_tokens", "6", "--batch_size", "8",
                "--data", shards, "--seq_len", "512", "--ppl_batch_size", "2", "--loss_chunk", "16",
+               "--speed", "--speed_batches", "2", "--speed_prompt_len", "8", "--speed_new_tokens", "4", "--speed_repeats", "1",
                "--dtype", "float32", "--output", str(out), "--no_progress", "--name", "tiny"]) == 0
   result = json.loads(out.read_text())
+  # Speed: both engines measured in the same run at each batch size (figures, not asserted bounds).
+  assert [r["batch"] for r in result["speed"]] == [2]
+  assert all(r[e]["end_to_end_tok_s"] > 0 for r in result["speed"] for e in ("ours", "transformers"))
+  assert "speed.batch2.transformers_tok_s" in result["metrics"]
   # Held-out perplexity: every example once, equal to transformers' exp(mean cross-entropy).
   assert result["perplexity"]["examples"] == 3 and result["perplexity"]["tokens"] == reference[1]
   assert result["metrics"]["perplexity.perplexity"] == pytest.approx(reference[0], rel=2e-5)
