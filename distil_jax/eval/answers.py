@@ -110,13 +110,21 @@ class EndpointAnswers:
       sampling["seed"] = gen.seed
     results = run_requests(self.endpoint, self.journal_path, [(c, sampling) for c in conversations],
                            desc=desc, progress=self.progress, stats_into=self.stats)
-    replies = []
+    replies, failed = [], {}
     for r in results:
       if hasattr(r, "content"):
         replies.append(r.content)
       else:
-        self.failures[r.reason] = self.failures.get(r.reason, 0) + 1
+        failed[r.reason] = failed.get(r.reason, 0) + 1
         replies.append("")
+    if results and sum(failed.values()) == len(results):
+      raise ValueError(f"endpoint {self.endpoint.base_url} (model {self.endpoint.model}): every request failed "
+                       f"{failed}; first detail: {results[0].detail[:200]!r}")
+    for reason, count in failed.items():
+      self.failures[reason] = self.failures.get(reason, 0) + count
+    if failed:
+      print(f"eval: {sum(failed.values())} of {len(results)} requests to {self.endpoint.base_url} failed "
+            f"{failed}; their answers count as empty", file=sys.stderr)
     return replies
 
 

@@ -45,6 +45,19 @@ def test_ifeval_through_an_endpoint_with_faults_and_a_free_rerun(scripted_server
   assert json.loads(out.read_text())["ifeval"]["prompt_level_loose_acc"] == result["ifeval"]["prompt_level_loose_acc"]
 
 
+def test_an_endpoint_that_refuses_everything_is_one_line_and_exit_2(tmp_path, capsys):
+  server = FaultServer(api_key="right-key")
+  url = server.start_in_thread()
+  try:
+    assert main(["eval", "--endpoint", url, "--model_name", "student", "--limit", "3",
+                 "--output", str(tmp_path / "r.json"), "--no_progress"]) == 2
+  finally:
+    server.stop()
+  err = capsys.readouterr().err.strip().splitlines()[-1]
+  assert err.startswith(f"distil-jax eval: endpoint {url} (model student): every request failed {{'unauthorized': 3}}")
+  assert not (tmp_path / "r.json").exists()
+
+
 QUESTIONS = [{"question_id": 81, "category": "writing", "turns": ["Write a haiku about rain.", "Now make it rhyme."]},
              {"question_id": 82, "category": "math", "turns": ["What is 12 * 7?", "And divided by 4?"],
               "reference": ["84", "21"]},
