@@ -98,7 +98,7 @@ def render(result: dict) -> str:
 
 
 def compare(results: list[dict], names: list[str]) -> str:
-  metric_keys = sorted({k for r in results for k in r.get("metrics", {})})
+  metric_keys = list(dict.fromkeys(k for r in results for k in r.get("metrics", {})))  # headline order
   lines = [table(["metric", *names], [[k, *[r.get("metrics", {}).get(k) for r in results]] for k in metric_keys])]
   types = sorted({t for r in results for t in ((r.get("ifeval") or {}).get("per_instruction") or {})})
   if types:
@@ -140,6 +140,7 @@ def compare_chart(results: list[dict], names: list[str], path: str) -> None:
   axes[0].legend(fontsize=8)
   axes[1].set_yticks(np.arange(len(types)) + 0.4 - width / 2, types, fontsize=7)
   axes[1].set_xlim(0, 1)
+  axes[1].invert_yaxis()  # alphabetical from the top
   axes[1].set_title("IFEval strict accuracy per instruction type")
   fig.tight_layout()
   target = Path(path)
