@@ -101,7 +101,7 @@ def build(instruction_id: str, lang: str, rng: random.Random, task: str) -> tupl
     nth = rng.randint(1, n)
     word = rng.choice(["however", "finally", "today", "imagine", "first"] if en else ["然而", "最后", "今天", "想象", "首先"])
     return (f"There should be {n} paragraphs, separated from each other by two new lines. Paragraph {nth} must start with the word {word}." if en
-            else f"回答应有{n}段，段与段之间空一行。第{nth}段必须以“{word}”开头，后面紧跟一个空格。"), {
+            else f"回答应有{n}段，段与段之间空一行。第{nth}段必须以“{word}”开头。"), {
               "num_paragraphs": n, "nth_paragraph": nth, "first_word": word}
   if instruction_id == "detectable_content:number_placeholders":
     n = rng.randint(1, 4)

@@ -18,6 +18,7 @@ import dataclasses
 import datetime
 import importlib.util
 import json
+import os
 import sys
 
 
@@ -119,9 +120,8 @@ def _source(args, gen):
   if args.dtype:
     from distil_jax.model.config import parse_dtype
     dtype = parse_dtype(args.dtype)
-  source = InProcessAnswers(args.model, batch_size=args.batch_size, dtype=dtype, progress=not args.no_progress,
-                            mesh=_mesh(args.mesh))
-  return source
+  return InProcessAnswers(args.model, batch_size=args.batch_size, dtype=dtype, progress=not args.no_progress,
+                          mesh=_mesh(args.mesh))
 
 
 def _mesh(text: str | None):
@@ -144,7 +144,7 @@ def _evaluate(args) -> int:
   args.output = args.output or f"eval/{name}.json"
   for flag in ("prompts", "mt_bench", "alpaca_eval"):  # bad input fails before any model loads
     path = getattr(args, flag)
-    if path and not _exists(path):
+    if path and not os.path.isfile(path):
       raise FileNotFoundError(f"--{flag} {path}: no such file")
   if (args.mt_bench or args.alpaca_eval) and not (args.judge_endpoint and args.judge_model):
     raise ValueError("--mt_bench / --alpaca_eval need --judge_endpoint URL and --judge_model NAME")
@@ -181,11 +181,6 @@ def _evaluate(args) -> int:
   return 0
 
 
-def _exists(path: str) -> bool:
-  import os
-  return os.path.isfile(path)
-
-
 def _ifeval(args, source, gen) -> dict:
   from distil_jax.eval import report
   from distil_jax.eval.ifeval import aggregate, read_prompts
@@ -201,7 +196,6 @@ def _ifeval(args, source, gen) -> dict:
 
 
 def default_prompts() -> str:
-  import os
   import distil_jax.eval
   return os.path.join(os.path.dirname(distil_jax.eval.__file__), "data", "ifeval_distil.jsonl")
 

@@ -84,7 +84,8 @@ def length_number_words(response: str, *, num_words: int, relation: str) -> bool
 def length_nth_paragraph_first_word(response: str, *, num_paragraphs: int, nth_paragraph: int,
                                     first_word: str) -> bool:
   """Paragraphs are separated by a blank line (`\\n\\n`); the nth must start with `first_word`
-  (case-insensitive, leading quotes and trailing punctuation ignored)."""
+  (case-insensitive, leading quotes and trailing punctuation ignored). A Chinese `first_word` only
+  has to begin the paragraph (no space after it is needed; the benchmark has no Chinese words)."""
   parts = response.split("\n\n")
   count = sum(1 for p in parts if p.strip())
   if nth_paragraph > count or nth_paragraph < 1:
@@ -92,9 +93,12 @@ def length_nth_paragraph_first_word(response: str, *, num_paragraphs: int, nth_p
   paragraph = parts[nth_paragraph - 1].strip()
   if not paragraph:
     return False
+  wanted = first_word.strip().lower()
+  if text.has_cjk(wanted):  # Chinese has no spaces between words: the paragraph starts with it
+    return count == num_paragraphs and paragraph.lstrip("'\"“「").startswith(wanted)
   word = paragraph.split()[0].strip().lstrip("'\"")
   word = re.split(r"[.,?!'\"]", word, maxsplit=1)[0].lower()
-  return count == num_paragraphs and word == first_word.strip().lower()
+  return count == num_paragraphs and word == wanted
 
 
 # detectable_content:*

@@ -45,6 +45,18 @@ def test_ifeval_through_an_endpoint_with_faults_and_a_free_rerun(scripted_server
   assert json.loads(out.read_text())["ifeval"]["prompt_level_loose_acc"] == result["ifeval"]["prompt_level_loose_acc"]
 
 
+def test_evaluating_an_endpoint_never_imports_jax(scripted_server, tmp_path):
+  # Like curation, evaluating a served model must work on a machine without JAX.
+  _, url = scripted_server
+  code = ("import sys\nfrom distil_jax.cli import main\n"
+          f"rc = main(['eval', '--endpoint', {url!r}, '--model_name', 's', '--limit', '3', '--no_progress',"
+          f" '--output', {str(tmp_path / 'r.json')!r}])\n"
+          "assert rc == 0 and 'jax' not in sys.modules, (rc, 'jax' in sys.modules)")
+  subprocess.run([sys.executable, "-c", code], check=True, env={**os.environ, "PYTHONPATH": os.getcwd()},
+                 capture_output=True)
+  assert json.loads((tmp_path / "r.json").read_text())["ifeval"]["num_prompts"] == 3
+
+
 def test_an_endpoint_that_refuses_everything_is_one_line_and_exit_2(tmp_path, capsys):
   server = FaultServer(api_key="right-key")
   url = server.start_in_thread()

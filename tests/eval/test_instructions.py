@@ -64,6 +64,10 @@ CASES = [
    "It rained.\n\nBut we went out.", False),
   ("length_constraints:nth_paragraph_first_word", {"num_paragraphs": 3, "nth_paragraph": 2, "first_word": "however"},
    "It rained.\n\nHowever we went out.", False),  # right word, wrong paragraph count
+  ("length_constraints:nth_paragraph_first_word", {"num_paragraphs": 2, "nth_paragraph": 2, "first_word": "然而"},
+   "今天下雨。\n\n“然而我们还是出门了。", True),
+  ("length_constraints:nth_paragraph_first_word", {"num_paragraphs": 2, "nth_paragraph": 2, "first_word": "然而"},
+   "今天下雨。\n\n我们然而还是出门了。", False),
   ("detectable_content:number_placeholders", {"num_placeholders": 2}, "Dear [name], see you at [place].", True),
   ("detectable_content:number_placeholders", {"num_placeholders": 2}, "Dear [name], see you.", False),
   ("detectable_content:postscript", {"postscript_marker": "P.S."}, "Hello.\n\nP.S. Bring cake.", True),
