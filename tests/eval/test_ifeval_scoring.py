@@ -8,7 +8,7 @@ import pytest
 
 from distil_jax.commands.eval import default_prompts
 from distil_jax.eval import text
-from distil_jax.eval.ifeval import Prompt, aggregate, loose_variants, read_prompts
+from distil_jax.eval.ifeval import Prompt, aggregate, loose_variants, read_prompts, score_one
 from distil_jax.eval.instructions import CHECKERS, make_instruction
 
 
@@ -81,9 +81,21 @@ def test_the_benchmark_format_loads_unchanged(tmp_path):
     "instruction_id_list": ["punctuation:no_comma", "detectable_format:number_highlighted_sections",
                             "length_constraints:number_words"],
     "kwargs": [{}, {"num_highlights": 3}, {"relation": "at least", "num_words": 300, "keywords": None}]}) + "\n")
-  [prompt] = read_prompts(str(path))
-  assert prompt.key == "1000"
-  assert [i.id for i in prompt.instructions][1] == "detectable_format:number_highlighted_sections"
+  # The benchmark repeats an id with different arguments (a lower and an upper bound) and uses
+  # non-letters as "letters".
+  with open(path, "a") as f:
+    f.write(json.dumps({
+      "key": 1040, "prompt": "Write a resume ... capital words less than 10 times ... at least once.",
+      "instruction_id_list": ["change_case:capital_word_frequency", "change_case:capital_word_frequency",
+                              "keywords:letter_frequency"],
+      "kwargs": [{"capital_relation": "less than", "capital_frequency": 10},
+                 {"capital_relation": "at least", "capital_frequency": 1},
+                 {"let_relation": "at least", "letter": "#", "let_frequency": 2}]}) + "\n")
+  first, second = read_prompts(str(path))
+  assert first.key == "1000"
+  assert [i.id for i in first.instructions][1] == "detectable_format:number_highlighted_sections"
+  assert score_one(second, "A TEAM PLAYER #skills #work")["strict"] == [True, True, True]
+  assert score_one(second, "no capitals #one")["strict"] == [True, False, False]
 
 
 def test_a_bad_line_is_named(tmp_path):
@@ -96,3 +108,16 @@ def test_a_bad_line_is_named(tmp_path):
   path.write_text(json.dumps(good) + "\n{oops\n")
   with pytest.raises(ValueError, match=rf"{path}:2:"):
     read_prompts(str(path))
+
+
+def test_the_tiny_config_names_only_eval_flags():
+  import argparse
+  from distil_jax.commands.eval import add_arguments, apply_config
+
+  parser = argparse.ArgumentParser()
+  add_arguments(parser)
+  defaults = vars(parser.parse_args([]))
+  args = parser.parse_args(["--config", "configs/eval/tiny.py", "--limit", "3"])
+  apply_config(args, defaults)
+  assert args.model == "/tmp/eval-tiny/hf" and args.speed is True and args.speed_batches == "1,32"
+  assert args.limit == 3  # the command line wins over the config
