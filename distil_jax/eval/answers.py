@@ -25,17 +25,16 @@ class GenerationConfig:
 
 
 class InProcessAnswers:
-  """A checkpoint `distil_jax.from_pretrained` opens (HF directory or orbax), with its tokenizer."""
+  """A checkpoint `distil_jax.loading.open_model` opens (HF directory, model checkpoint, run), with its tokenizer."""
 
   def __init__(self, model_dir: str, *, batch_size: int = 32, dtype=None, mesh=None, progress: bool = True):
     from distil_jax.generate import Generator, stop_ids_for
-    from distil_jax.generate.loading import load_model, load_tokenizer_for
+    from distil_jax.generate.loading import load_tokenizer_for
 
     self.tokenizer = load_tokenizer_for(model_dir)
-    from distil_jax.hf import from_pretrained
+    from distil_jax.loading import open_model
     self.mesh = mesh
-    self.model = from_pretrained(str(model_dir), dtype=dtype, mesh=mesh) if mesh is not None else load_model(
-      model_dir, dtype=dtype)
+    self.model = open_model(str(model_dir), dtype=dtype, mesh=mesh)
     self.generator = Generator(self.model, stop_ids=stop_ids_for(self.tokenizer))
     self.batch_size = batch_size
     self.progress = progress
