@@ -17,6 +17,7 @@ from flax import nnx
 
 from distil_jax.model import ModelConfig, Qwen2, abstract_model
 from distil_jax.model.config import dtype_name, parse_dtype, AttentionImpl, RematPolicy
+from distil_jax.model.rope_scaling import YarnScaling
 from distil_jax.sharding import DEFAULT_RULES, Rules, state_shardings, sync_processes
 
 CONFIG_FILE = "model_config.json"
@@ -33,6 +34,8 @@ def config_from_json(d: dict, **overrides) -> ModelConfig:
   d = dict(d)
   d["param_dtype"], d["compute_dtype"] = parse_dtype(d["param_dtype"]), parse_dtype(d["compute_dtype"])
   d["attention_impl"], d["remat_policy"] = AttentionImpl(d["attention_impl"]), RematPolicy(d["remat_policy"])
+  if d.get("rope_scaling"):
+    d["rope_scaling"] = YarnScaling(**d["rope_scaling"])
   d.update(overrides)
   return ModelConfig(**d)
 
