@@ -6,7 +6,6 @@ import json
 import os
 import re
 
-import pytest
 
 from curate.loopback_run import DEMO_CONFIG, fast_overrides, write_seeds
 from distil_jax import cli
