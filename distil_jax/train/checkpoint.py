@@ -15,6 +15,7 @@ import jax
 import orbax.checkpoint as ocp
 from etils import epath
 
+from distil_jax.data import iterator_state
 from distil_jax.train.config import CheckpointConfig
 
 
@@ -37,6 +38,8 @@ class IteratorStateHandler(ocp.CheckpointHandler):
                               f"(was the checkpoint written by {jax.process_count()} processes?)")
     payload = json.loads(path.read_text())
     state = payload["bytes"].encode() if "bytes" in payload else payload["state"]
+    if not isinstance(state, bytes):  # data.worker_count may have changed since the save
+      state = iterator_state.adapt(state, args.item.get_state())
     args.item.set_state(state)
     return args.item
 
