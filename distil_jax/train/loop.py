@@ -81,10 +81,8 @@ def train(cfg: TrainConfig, workdir: str, batches: Iterator, *, loss_fn: LossFn 
   try:
     with use_mesh(mesh, cfg.rules), _StopFlag().installed(signals) as stop:
       graphdef, abstract_state = abstract_train_state(cfg, mesh, tx)
-      latest = ckpt.latest_step()
-      if latest is not None:
-        state = ckpt.restore(latest, abstract_state, batches)
-      else:
+      state, latest = ckpt.restore_latest(abstract_state, batches)  # past unreadable steps
+      if state is None:
         state = init_train_state(cfg, mesh, tx, abstract_state)
       writer.rewind(latest or 0)
       step_fn = jit_train_step(graphdef=graphdef, loss_fn=loss_fn, tx=tx, schedule=schedule,
