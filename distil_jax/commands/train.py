@@ -76,7 +76,7 @@ def check_data_dir(path: str) -> None:
   from distil_jax.data import shards
   if not path:
     raise ValueError("data.path is empty; pass --config.data.path=<a directory written by distil-jax prepare>")
-  shards.read_manifest(path)
+  shards.verify_shards(path, shards.read_manifest(path), checksums=True)
 
 
 def _error(message) -> int:
@@ -99,6 +99,8 @@ def _train(args, cfg, config_dict) -> int:
     if args.export:
       check_export_dir(args.export)
   except (OSError, ValueError) as e:
+    if jax.process_count() > 1:
+      raise  # fail_fast: `process N failed: <this message>` on every process
     return _error(e)
   if cfg.data.batch_size % jax.process_count():
     print(f"distil-jax train: config error: data.batch_size={cfg.data.batch_size} does not "

@@ -62,10 +62,16 @@ def prepare_dataset(inputs: Sequence[str | os.PathLike], output: str | os.PathLi
     if tokenizer is None or isinstance(tokenizer, (str, os.PathLike)):
         tokenizer = tokenizer_lib.load_tokenizer(tokenizer)
     output.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{output.name}.tmp-", dir=output.parent))
+    _remove_abandoned_temporaries(output)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{output.name}.tmp-{os.getpid()}-", dir=output.parent))
     _chmod_like_mkdir(tmp)
     try:
         manifest = _Run(tokenizer, tmp, max_length, overlong, strict, shard_size).run(inputs)
+        if not manifest["counts"]["examples"]:
+            reasons = ", ".join(f"{n['count']} {r} (first at {n['first'][0]})" for r, n in manifest["skipped"].items())
+            raise PrepareError(f"no usable examples in {', '.join(map(str, inputs))}: "
+                               f"{manifest['counts']['records_read']} records read"
+                               + (f", skipped {reasons}" if reasons else "") + f"; {output} not written")
         manifest["tokenizer"] = {
             "id": tokenizer.name_or_path,
             "fingerprint": tokenizer_lib.tokenizer_fingerprint(tokenizer),
@@ -186,6 +192,25 @@ def _write_json_atomically(path: Path, obj: dict) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(json.dumps(obj, indent=2, ensure_ascii=False) + "\n")
     os.replace(tmp, path)
+
+
+def _remove_abandoned_temporaries(output: Path) -> None:
+    """Temporary directories of earlier runs on this output whose process is gone (kill -9)."""
+    prefix = f".{output.name}.tmp-"
+    for entry in output.parent.iterdir():
+        pid = entry.name[len(prefix):].split("-")[0] if entry.name.startswith(prefix) else ""
+        if pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(entry, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _chmod_like_mkdir(path: Path) -> None:
