@@ -15,16 +15,22 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-  """shards/ and run/ with checkpoints at steps 1 and 2."""
+def prepared(tmp_path_factory):
+  """shards/ of 16 short chats."""
   root = tmp_path_factory.mktemp("safety")
   with open(root / "chat.jsonl", "w") as f:
     for i in range(16):
       f.write(json.dumps({"messages": [{"role": "user", "content": f"What is {i} plus {i}?"},
                                        {"role": "assistant", "content": f"{i} plus {i} is {2 * i}."}]}) + "\n")
   assert cli.main(["prepare", "--input", str(root / "chat.jsonl"), "--output", str(root / "shards")]) == 0
-  assert cli.main(_args(root / "run", root / "shards", 2)) == 0
   return root
+
+
+@pytest.fixture(scope="module")
+def trained(prepared):
+  """shards/ and run/ with checkpoints at steps 1 and 2."""
+  assert cli.main(_args(prepared / "run", prepared / "shards", 2)) == 0
+  return prepared
 
 
 def _args(workdir, data, steps, *extra):
@@ -51,17 +57,17 @@ def test_an_incompatible_resume_changes_nothing_and_says_why_in_one_line(trained
   assert _snapshot(run) == before  # the good checkpoints can still be exported
 
 
-def test_a_missing_data_path_is_reported_before_the_workdir_exists(trained, tmp_path, capsys):
+def test_a_missing_data_path_is_reported_before_the_workdir_exists(prepared, tmp_path, capsys):
   assert cli.main(_args(tmp_path / "new", tmp_path / "no-data", 1)) == 2
   assert "no-data" in capsys.readouterr().err and not (tmp_path / "new").exists()
 
 
 @pytest.mark.parametrize("make_target", ["existing", "under_a_file"])
-def test_an_unusable_export_dir_is_refused_before_training(trained, tmp_path, capsys, make_target):
+def test_an_unusable_export_dir_is_refused_before_training(prepared, tmp_path, capsys, make_target):
   (tmp_path / "existing").mkdir()
   (tmp_path / "a_file").write_text("x")
   target = tmp_path / "existing" if make_target == "existing" else tmp_path / "a_file" / "hf"
-  assert cli.main(_args(tmp_path / "new", trained / "shards", 1, "--export", str(target))) == 2
+  assert cli.main(_args(tmp_path / "new", prepared / "shards", 1, "--export", str(target))) == 2
   assert f"--export {target}" in capsys.readouterr().err and not (tmp_path / "new").exists()
 
 
@@ -92,3 +98,28 @@ def test_lock_refuses_a_second_run_and_is_taken_over_after_kill_9_past_an_unread
   assert "Traceback" not in err and "Event loop is closed" not in err, err
   names = sorted(os.listdir(run / "checkpoints"))
   assert "unreadable-2" in names and "3" in names and not any("tmp" in n for n in names), names
+
+
+def test_a_corrupt_shard_stops_every_process_with_a_line_naming_the_file(prepared, tmp_path):
+  import portpicker
+  data = tmp_path / "shards"
+  shutil.copytree(prepared / "shards", data)
+  shard = next(data.glob("*.array_record"))
+  raw = bytearray(shard.read_bytes())
+  raw[len(raw) // 2] ^= 0xFF
+  shard.write_bytes(bytes(raw))
+  port = portpicker.pick_unused_port()
+  env = {**os.environ, "PYTHONPATH": REPO, "JAX_PLATFORMS": "cpu"}
+  procs = [subprocess.Popen(
+      [sys.executable, "-m", "distil_jax.cli", *_args(tmp_path / "run", data, 2)[:-1],
+       "--coordinator", f"127.0.0.1:{port}", "--num_processes", "2", "--process_id", str(i)],
+      env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(2)]
+  try:
+    errs = [p.communicate(timeout=120)[1] for p in procs]
+  finally:
+    for p in procs:
+      p.kill()
+  assert [p.returncode for p in procs] == [1, 1], errs
+  line = f"failed: ShardError: {shard}: sha256 differs from the manifest's"
+  assert all(line in err for err in errs), errs
+  assert not (tmp_path / "run").exists()
