@@ -120,6 +120,8 @@ def _train(args, cfg, config_dict) -> int:
                           json.dumps(checkpoints.config_to_json(cfg.model), indent=2))
       return _train_locked(args, cfg, make_iterator, train)
   except (wd.WorkdirError, CheckpointUnreadable) as e:
+    if jax.process_count() > 1:
+      raise  # the lock is process 0's alone: fail_fast must stop the others too
     return _error(e)
   except NonFiniteError as e:
     print(f"distil-jax train: {e}", file=sys.stderr)
