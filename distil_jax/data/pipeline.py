@@ -78,7 +78,7 @@ def make_dataset(data_dir: str | os.PathLike, *, seq_len: int, batch_size: int, 
     paths = [str(Path(data_dir) / s["path"]) for s in manifest["shards"] if s["examples"]]
     if not paths:
         raise ValueError(f"{data_dir}: the manifest lists no examples")
-    ds = grain.MapDataset.source(grain.sources.ArrayRecordDataSource(paths))
+    ds = grain.MapDataset.source(shards.ShardSource(paths))  # read errors name the shard
     if len(ds) < shard_count:
         raise ValueError(f"{data_dir}: {len(ds)} examples cannot be split over {shard_count} processes")
     if shuffle:

@@ -18,6 +18,7 @@ import struct
 from pathlib import Path
 
 import numpy as np
+from array_record.python.array_record_data_source import ArrayRecordDataSource
 from array_record.python.array_record_module import ArrayRecordReader, ArrayRecordWriter
 
 MAGIC = b"DJT1"
@@ -139,3 +140,31 @@ def verify_shards(directory: str | os.PathLike, manifest: dict, *, checksums: bo
         if first[:4] != MAGIC:
             raise ShardError(f"{path}: not a distil-jax token shard (first record starts with {first[:4]!r}, "
                              f"expected {MAGIC!r})")
+
+
+class ShardSource(ArrayRecordDataSource):
+    """grain's ArrayRecord source whose read errors name the shard (and record) they came from:
+    a shard damaged after the open-time checks otherwise ends in a bare `RuntimeError`."""
+
+    def _where(self, record_key) -> str:
+        reader_idx, position = self._reader_idx_and_position(record_key)
+        return f"{self._read_instructions[reader_idx].filename}: record {position + 1}"
+
+    def _checked(self, record_key, record: bytes) -> bytes:
+        if record[:4] != MAGIC:
+            raise ShardError(f"{self._where(record_key)}: not a distil-jax token record (starts with {record[:4]!r})")
+        return record
+
+    def __getitem__(self, record_key):
+        try:
+            record = super().__getitem__(record_key)
+        except RuntimeError as e:
+            raise ShardError(f"{self._where(record_key)}: unreadable ({e or 'truncated?'})") from None
+        return self._checked(record_key, record)
+
+    def __getitems__(self, record_keys):
+        try:
+            records = super().__getitems__(record_keys)
+        except RuntimeError:
+            return [self[key] for key in record_keys]  # one at a time, to name the bad one
+        return [self._checked(key, record) for key, record in zip(record_keys, records)]

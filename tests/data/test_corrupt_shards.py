@@ -88,3 +88,12 @@ def test_a_killed_prepares_temporary_directory_is_removed_by_the_next_run(tmp_pa
     jsonl_writer(tmp_path / "in.jsonl", make_chats(4))
     prepare_dataset([tmp_path / "in.jsonl"], tmp_path / "out", tokenizer=tok)
     assert not abandoned.exists() and (tmp_path / "out" / shards.MANIFEST).is_file()
+
+
+def test_a_shard_damaged_after_the_open_checks_is_named_when_read(data):
+    it = make_iterator(data, seq_len=64, batch_size=2, prefetch_batches=0)
+    for entry in shards.read_manifest(data)["shards"]:  # every shard, so the first read hits one
+        with open(data / entry["path"], "r+b") as f:
+            f.truncate(1000)
+    with pytest.raises(shards.ShardError, match=rf"{data}/shard-\d+\.array_record: record \d+: unreadable"):
+        next(it)
