@@ -9,12 +9,12 @@ import dataclasses
 import json
 import os
 import shutil
-import uuid
 
 import jax
 import orbax.checkpoint as ocp
 from flax import nnx
 
+from distil_jax import temporaries
 from distil_jax.model import ModelConfig, Qwen2, abstract_model
 from distil_jax.model.config import dtype_name, parse_dtype, AttentionImpl, RematPolicy
 from distil_jax.model.rope_scaling import YarnScaling
@@ -55,8 +55,9 @@ def save_model(model: Qwen2, path: str, *, overwrite: bool = False) -> str:
   path = os.path.abspath(path)
   if os.path.exists(path) and not overwrite:
     raise FileExistsError(f"{path} exists; pass overwrite=True to replace it")
-  tmp = f"{path}.tmp-{uuid.uuid4().hex[:8]}"
-  tmp = multihost_broadcast_str(tmp)
+  if jax.process_index() == 0:
+    temporaries.remove_abandoned(path)  # left by a killed convert
+  tmp = multihost_broadcast_str(temporaries.temporary_name(path))
   # Bound device->host staging so saving never holds a second copy of the model.
   handler = ocp.PyTreeCheckpointHandler(save_device_host_concurrent_gb=0.25)
   with ocp.Checkpointer(handler) as ckptr:

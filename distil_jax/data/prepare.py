@@ -18,13 +18,13 @@ import hashlib
 import json
 import os
 import shutil
-import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
 
+from distil_jax import temporaries
 from distil_jax import tokenizer as tokenizer_lib
 from distil_jax.data import formats, shards
 from distil_jax.data.chat import ChatEncoder
@@ -62,8 +62,9 @@ def prepare_dataset(inputs: Sequence[str | os.PathLike], output: str | os.PathLi
     if tokenizer is None or isinstance(tokenizer, (str, os.PathLike)):
         tokenizer = tokenizer_lib.load_tokenizer(tokenizer)
     output.parent.mkdir(parents=True, exist_ok=True)
-    _remove_abandoned_temporaries(output)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{output.name}.tmp-{os.getpid()}-", dir=output.parent))
+    temporaries.remove_abandoned(str(output), hidden=True)  # left by a killed prepare
+    tmp = Path(temporaries.temporary_name(str(output), hidden=True))
+    tmp.mkdir()
     _chmod_like_mkdir(tmp)
     try:
         manifest = _Run(tokenizer, tmp, max_length, overlong, strict, shard_size).run(inputs)
@@ -192,25 +193,6 @@ def _write_json_atomically(path: Path, obj: dict) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(json.dumps(obj, indent=2, ensure_ascii=False) + "\n")
     os.replace(tmp, path)
-
-
-def _remove_abandoned_temporaries(output: Path) -> None:
-    """Temporary directories of earlier runs on this output whose process is gone (kill -9)."""
-    prefix = f".{output.name}.tmp-"
-    for entry in output.parent.iterdir():
-        pid = entry.name[len(prefix):].split("-")[0] if entry.name.startswith(prefix) else ""
-        if pid.isdigit() and not _alive(int(pid)):
-            shutil.rmtree(entry, ignore_errors=True)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _chmod_like_mkdir(path: Path) -> None:

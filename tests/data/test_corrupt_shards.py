@@ -83,7 +83,7 @@ def test_prepare_command_exits_non_zero_on_an_empty_input(tmp_path, capsys):
 
 def test_a_killed_prepares_temporary_directory_is_removed_by_the_next_run(tmp_path, tok, jsonl_writer, make_chats):
     gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
-    abandoned = tmp_path / f".out.tmp-{int(gone.stdout)}-abc123"
+    abandoned = tmp_path / f".out.tmp-{int(gone.stdout)}-abc12345"
     (abandoned / "half").mkdir(parents=True)
     jsonl_writer(tmp_path / "in.jsonl", make_chats(4))
     prepare_dataset([tmp_path / "in.jsonl"], tmp_path / "out", tokenizer=tok)

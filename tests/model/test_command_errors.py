@@ -49,3 +49,22 @@ def test_export_over_an_existing_directory_is_one_line(hf_dir, tmp_path, capsys)
   assert main(["export", "--checkpoint", hf_dir, "--output", str(out)]) == 2
   _one_line(capsys, "export", str(out), "overwrite")
   assert (out / "keep.txt").read_text() == "mine"
+
+
+def _dead_pid():
+  import subprocess
+  import sys
+  return int(subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                            text=True).stdout)
+
+
+@pytest.mark.parametrize("command", ["convert", "export"])
+def test_a_killed_runs_temporary_directory_is_removed_by_the_next_run(hf_dir, tmp_path, command):
+  out = tmp_path / "out"
+  abandoned = tmp_path / f"out.tmp-{_dead_pid()}-0123abcd"
+  live = tmp_path / f"out.tmp-{os.getpid()}-4567ef01"  # a writer still running: left alone
+  for d in (abandoned, live):
+    (d / "part").mkdir(parents=True)
+  flag = "--hf" if command == "convert" else "--checkpoint"
+  assert main([command, flag, hf_dir, "--output", str(out)]) == 0
+  assert not abandoned.exists() and live.exists() and out.is_dir()
