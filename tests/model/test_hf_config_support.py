@@ -113,3 +113,11 @@ def test_a_refused_checkpoint_names_its_config_file(yarn_dir, tmp_path):
       use_sliding_window=True, sliding_window=8, layer_types=["full_attention", "sliding_attention"]))
   with pytest.raises(CheckpointError, match=r"config\.json: use_sliding_window: true"):
     distil_jax.from_pretrained(path)
+
+
+def test_yarn_survives_the_orbax_model_config_round_trip():
+  from distil_jax import checkpoints
+  cfg = ModelConfig.from_hf({**BASE, "rope_scaling": {"type": "yarn", "factor": 4.0,
+                                                      "original_max_position_embeddings": 32}})
+  saved = json.loads(json.dumps(checkpoints.config_to_json(cfg)))
+  assert checkpoints.config_from_json(saved) == cfg and cfg.rope_scaling.factor == 4.0
