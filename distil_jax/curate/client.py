@@ -207,6 +207,9 @@ class TeacherClient:
         return Failure(key, self.fatal.reason, self.fatal.detail)
 
     async def _sleep_unless_down(self, seconds: float) -> None:
+        if self._down is None:  # used without `async with`
+            await asyncio.sleep(seconds)
+            return
         try:
             await asyncio.wait_for(self._down.wait(), seconds)
         except asyncio.TimeoutError:
