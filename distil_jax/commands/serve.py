@@ -23,6 +23,12 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
+    from distil_jax.commands.errors import one_line
+
+    return one_line("serve", lambda: _run(args))
+
+
+def _run(args) -> int:
     from distil_jax.generate.loading import load_model, load_tokenizer_for
     from distil_jax.model.config import parse_dtype
     from distil_jax.serve import ServeConfig, serve_forever

@@ -21,7 +21,7 @@ from distil_jax.curate.config import CurateConfig, StageKind
 from distil_jax.curate.diversity import balance_language, dedup, resample_tasks, sample_lengths
 from distil_jax.curate.journal import Journal
 from distil_jax.curate.progress import ProgressDisplay
-from distil_jax.curate.records import read_seeds
+from distil_jax.curate.records import SeedError, read_seeds
 from distil_jax.curate.stage_report import StageReport
 
 STAGES = {
@@ -65,12 +65,15 @@ def _stage_names(stages: tuple[StageKind, ...]) -> list[str]:
     return names
 
 
-async def run_pipeline(plan: RunPlan, *, progress_stream: TextIO = sys.stderr) -> dict:
+async def run_pipeline(plan: RunPlan, *, progress_stream: TextIO | None = None) -> dict:
     """Curates one input shard; returns the manifest (also written to output_dir/manifest.json)."""
     started = time.monotonic()
     config = plan.config
     records = read_seeds(plan.input_path, shard_index=plan.shard_index, num_shards=plan.num_shards)
     records_in = len(records)
+    if not records:
+        where = f" (shard {plan.shard_index} of {plan.num_shards})" if plan.num_shards > 1 else ""
+        raise SeedError(f"{plan.input_path}: no seed records{where}")
     os.makedirs(plan.output_dir, exist_ok=True)
     journal = Journal.open(os.path.join(plan.output_dir, JOURNAL_NAME))
     reports: list[StageReport] = []
@@ -80,7 +83,7 @@ async def run_pipeline(plan: RunPlan, *, progress_stream: TextIO = sys.stderr) -
                                                                             seed=config.seed))
                        for name in _endpoints_used(config)}
             progress = ProgressDisplay(
-                interval_s=config.progress_interval_s, stream=progress_stream,
+                interval_s=config.progress_interval_s, stream=progress_stream or sys.stderr,
                 tokens_spent=lambda: sum(c.stats.prompt_tokens + c.stats.completion_tokens for c in clients.values()))
             ctx = StageContext(config=config, clients=clients, progress=progress)
             for kind, name in zip(config.stages, _stage_names(config.stages)):
@@ -91,7 +94,8 @@ async def run_pipeline(plan: RunPlan, *, progress_stream: TextIO = sys.stderr) -
                 reports.append(report)
                 if any(c.fatal for c in clients.values()):
                     break
-            fatal = {name: c.fatal.reason for name, c in clients.items() if c.fatal}
+            fatal = {name: f"{c.fatal.reason}: {c.fatal.detail}" if c.fatal.detail else c.fatal.reason
+                     for name, c in clients.items() if c.fatal}
             endpoint_stats = {name: c.stats.as_dict() for name, c in clients.items()}
     finally:
         journal.close()

@@ -74,10 +74,11 @@ def make_dataset(data_dir: str | os.PathLike, *, seq_len: int, batch_size: int, 
     if not 0 <= shard_index < shard_count:
         raise ValueError(f"shard_index {shard_index} outside [0, {shard_count})")
     manifest = shards.read_manifest(data_dir)
+    shards.verify_shards(data_dir, manifest)  # sizes, counts, magic: errors name the shard file
     paths = [str(Path(data_dir) / s["path"]) for s in manifest["shards"] if s["examples"]]
     if not paths:
         raise ValueError(f"{data_dir}: the manifest lists no examples")
-    ds = grain.MapDataset.source(grain.sources.ArrayRecordDataSource(paths))
+    ds = grain.MapDataset.source(shards.ShardSource(paths))  # read errors name the shard
     if len(ds) < shard_count:
         raise ValueError(f"{data_dir}: {len(ds)} examples cannot be split over {shard_count} processes")
     if shuffle:

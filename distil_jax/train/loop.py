@@ -113,10 +113,8 @@ def train(cfg: TrainConfig, workdir: str, batches: Iterator, *, loss: Loss | Non
       if hasattr(loss, "extra_module"):
         make_extra = loss.extra_module(cfg.model, frozen_cfgs, cfg.seed)
       graphdef, extra_graphdef, abstract_state = abstract_train_state(cfg, mesh, tx, make_extra)
-      latest = ckpt.latest_step()
-      if latest is not None:
-        state = ckpt.restore(latest, abstract_state, batches)
-      else:
+      state, latest = ckpt.restore_latest(abstract_state, batches)  # past unreadable steps
+      if state is None:
         state = init_train_state(cfg, mesh, tx, abstract_state, make_extra)
       writer.rewind(latest or 0)
       frozen_graphdefs, frozen = {}, {}
