@@ -159,7 +159,10 @@ def _run(args, data_manifest: dict, settings: dict) -> int:
   units = teacher_store.unit_ranges(settings["data"]["examples"], args.unit_size)
   mine = [u for u in range(me, len(units), nproc) if not teacher_store.unit_done(store_dir, u)]
 
-  mesh = make_mesh(parse_mesh(args.mesh))
+  mesh_cfg = parse_mesh(args.mesh)
+  sizes = (mesh_cfg.data, mesh_cfg.fsdp, mesh_cfg.tensor)
+  devices = jax.devices() if -1 in sizes else jax.devices()[:abs(int(np.prod(sizes)))]
+  mesh = make_mesh(mesh_cfg, devices=devices)
   model = open_teacher(args.teacher, mesh, parse_dtype(args.dtype) if args.dtype else None)
   if model.cfg.vocab_size < settings["vocab_columns"]:
     raise teacher_store.StoreError(

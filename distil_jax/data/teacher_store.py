@@ -153,6 +153,8 @@ class UnitWriter:
         self._dir, self._unit, self._start, self._end = Path(store_dir), unit, start, end
         self._name = f"{unit_name(unit)}{UNIT_SUFFIX}"
         self._tmp = self._dir / f".{self._name}.tmp-{os.getpid()}"
+        for stale in self._dir.glob(f".{self._name}.tmp-*"):  # a killed run's; the unit is ours
+            stale.unlink(missing_ok=True)
         self._writer = ArrayRecordWriter(str(self._tmp), WRITER_OPTIONS)
         self._next = start
         self.positions = 0
