@@ -155,6 +155,40 @@ def test_a_killed_run_resumes_to_identical_files(setup, tmp_path):
         assert (output / p.name).read_bytes() == p.read_bytes(), p.name
 
 
+@pytest.mark.slow
+def test_two_processes_write_their_own_units_and_the_same_store(setup, tmp_path):
+    """Process i of 2 takes units i, i + 2, ...; the global step spans both (gloo on CPU)."""
+    import portpicker
+    output, port = tmp_path / "store", portpicker.pick_unused_port()
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "JAX_PLATFORMS": "cpu",
+           "XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
+    procs = [subprocess.Popen(
+        [sys.executable, "-m", "distil_jax.cli", "teacher-logits", "--teacher",
+         str(setup["teacher"]), "--data", str(setup["data"]), "--output", str(output),
+         "--top_k", str(K), *ARGS, "--mesh", "data=-1", "--coordinator", f"localhost:{port}",
+         "--num_processes", "2", "--process_id", str(i)],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(2)]
+    try:
+        results = [p.communicate(timeout=300) for p in procs]
+    finally:
+        for p in procs:
+            p.kill()
+    for p, (_, err) in zip(procs, results):
+        assert p.returncode == 0, err[-3000:]
+    assert '"units_computed": 2' in results[0][0]  # units 0 and 2 of three
+    # Rows sharded over 4 devices round differently from 1 device: equal up to float rounding.
+    ours, one = teacher_store.TeacherStore(output), teacher_store.TeacherStore(setup["store"])
+    assert len(ours) == len(one)
+    for i in range(len(one)):
+        a, b = ours[i], one[i]
+        assert (a.example_id, a.sha256) == (b.example_id, b.sha256)
+        np.testing.assert_array_equal(a.positions, b.positions)
+        np.testing.assert_array_equal(a.topk_ids, b.topk_ids)
+        np.testing.assert_allclose(a.topk_logprobs.astype(np.float64),
+                                   b.topk_logprobs.astype(np.float64), rtol=2.0**-10)
+        np.testing.assert_allclose(a.tail, b.tail, atol=1e-4)
+
+
 def test_a_teacher_with_another_tokenizer_is_refused_naming_both(setup, tmp_path, capsys):
     other = tmp_path / "teacher"
     other.mkdir()
@@ -259,3 +293,26 @@ def test_the_join_resumes_bit_identically(setup):
         assert a.keys() == b.keys()
         for k in a:
             np.testing.assert_array_equal(a[k], b[k])
+
+
+def test_a_store_lacking_a_trained_position_fails_the_join(setup, tmp_path):
+    """E.g. a store computed with a shorter --max_length than the training rows use."""
+    source = teacher_store.TeacherStore(setup["store"])
+    settings = {k: v for k, v in source.manifest.items()
+                if k not in ("format", "record_format", "counts", "units")
+                and not k.endswith("per_stored_token")}
+    teacher_store.begin_store(tmp_path, settings)
+    units = teacher_store.unit_ranges(len(source), UNIT)
+    for u, (start, end) in enumerate(units):
+        writer = teacher_store.UnitWriter(tmp_path, u, start, end)
+        for i in range(start, end):
+            r = source[i]
+            keep = slice(0, max(len(r.positions) - 1, 0))  # drop each last trained position
+            writer.write(teacher_store.StoreRecord(
+                r.example_id, r.index, r.sha256, r.num_tokens, r.positions[keep],
+                r.topk_ids[keep], r.topk_logprobs[keep], r.tail[keep]))
+        writer.finish()
+    teacher_store.finish_store(tmp_path, len(units))
+    with pytest.raises(ValueError, match=r"example 'ex-\d+' \(record \d+\): teacher store .* has "
+                                         r"no distribution at position \d+"):
+        _drain(setup["data"], tmp_path)
