@@ -84,9 +84,10 @@ def run(args: argparse.Namespace) -> int:
   maybe_initialize_distributed(args)
   from distil_jax.multihost import fail_fast
   with fail_fast("distil-jax teacher-logits"):
+    from distil_jax.hf.safetensors_io import CheckpointError
     try:
       return _run(args, data_manifest, settings)
-    except teacher_store.StoreError as e:
+    except (teacher_store.StoreError, CheckpointError) as e:
       return _fail(str(e))
 
 
@@ -115,6 +116,9 @@ def _settings(args, data_manifest: dict) -> dict:
     raise ValueError(f"--max_length must be >= 2, got {max_length}")
   config_path = teacher / "config.json"
   config = json.loads(config_path.read_text()) if config_path.is_file() else {}
+  if config.get("vocab_size", vocab_columns) < vocab_columns:
+    raise ValueError(f"{config_path}: the teacher has {config['vocab_size']} vocabulary rows, "
+                     f"fewer than the {vocab_columns} vocab columns")
   manifest_bytes = (Path(args.data) / shards.MANIFEST).read_bytes()
   return {
       "top_k": args.top_k,
@@ -144,10 +148,8 @@ def open_teacher(path: str, mesh, dtype):
 def _run(args, data_manifest: dict, settings: dict) -> int:
   import jax
   import grain
-  from distil_jax.commands.model_io import parse_mesh
   from distil_jax.data import teacher_store
-  from distil_jax.model.config import parse_dtype
-  from distil_jax.sharding import make_mesh, sync_processes, use_mesh
+  from distil_jax.sharding import sync_processes
 
   store_dir = Path(args.output)
   me, nproc = jax.process_index(), jax.process_count()
@@ -158,36 +160,30 @@ def _run(args, data_manifest: dict, settings: dict) -> int:
     teacher_store.begin_store(store_dir, settings)  # checks what process 0 wrote
   units = teacher_store.unit_ranges(settings["data"]["examples"], args.unit_size)
   mine = [u for u in range(me, len(units), nproc) if not teacher_store.unit_done(store_dir, u)]
-
-  mesh_cfg = parse_mesh(args.mesh)
-  sizes = (mesh_cfg.data, mesh_cfg.fsdp, mesh_cfg.tensor)
-  devices = jax.devices() if -1 in sizes else jax.devices()[:abs(int(np.prod(sizes)))]
-  mesh = make_mesh(mesh_cfg, devices=devices)
-  model = open_teacher(args.teacher, mesh, parse_dtype(args.dtype) if args.dtype else None)
-  if model.cfg.vocab_size < settings["vocab_columns"]:
-    raise teacher_store.StoreError(
-        f"{args.teacher}: the teacher has {model.cfg.vocab_size} vocabulary rows, fewer than "
-        f"the {settings['vocab_columns']} vocab columns asked for")
-  paths = [str(Path(args.data) / s["path"]) for s in data_manifest["shards"] if s["examples"]]
-  source = grain.sources.ArrayRecordDataSource(paths) if paths else []
-  runner = _Runner(model, mesh, args, settings)
+  runner = None
+  if _total(len(mine)):  # a rerun of a finished store only writes the manifest
+    runner = _Runner(_open_on_mesh(args, settings), args, settings)
+  source = grain.sources.ArrayRecordDataSource(
+      [str(Path(args.data) / s["path"]) for s in data_manifest["shards"] if s["examples"]])
   started = time.perf_counter()
-  with use_mesh(mesh):
-    for done, u in enumerate(mine):
-      start, end = units[u]
-      writer = teacher_store.UnitWriter(store_dir, u, start, end)
-      kill_at = (start + end) // 2 if args.kill_after_units == done else None
-      for rec in runner.records(source, start, end):
-        writer.write(rec)
-        if rec.index == kill_at:
-          os.kill(os.getpid(), signal.SIGKILL)
-      writer.finish()
+  for done, u in enumerate(mine):
+    start, end = units[u]
+    writer = teacher_store.UnitWriter(store_dir, u, start, end)
+    kill_at = (start + end) // 2 if args.kill_after_units == done else None
+    for rec in runner.records(source, start, end):
+      writer.write(rec)
+      if rec.index == kill_at:
+        os.kill(os.getpid(), signal.SIGKILL)
+    writer.finish()
+  if runner is not None:
     runner.drain_peers()
   seconds = time.perf_counter() - started
   sync_processes("teacher-logits-units-done")
-  summary = {"units_computed": len(mine), "teacher_tokens": runner.tokens,
-             "teacher_tokens_per_s": round(runner.tokens / max(seconds, 1e-9), 1),
-             "teacher_tokens_per_s_after_first_step": runner.steady_rate(), "seconds": round(seconds, 2)}
+  tokens = _total(runner.tokens if runner else 0)
+  summary = {"units_computed_per_process": _each(len(mine)), "teacher_tokens": tokens,
+             "teacher_tokens_per_s": round(tokens / max(seconds, 1e-9), 1),
+             "teacher_tokens_per_s_after_first_step": runner.steady_rate() if runner else None,
+             "seconds": round(seconds, 2)}
   if me == 0:
     manifest = teacher_store.finish_store(store_dir, len(units))
     summary.update(stored_positions=manifest["counts"]["stored_positions"],
@@ -199,11 +195,42 @@ def _run(args, data_manifest: dict, settings: dict) -> int:
   return 0
 
 
+def _each(value: int) -> list[int]:
+  """`value` of every process, in process order."""
+  import jax
+  if jax.process_count() == 1:
+    return [value]
+  from jax.experimental import multihost_utils
+  return [int(v) for v in multihost_utils.process_allgather(np.array(value, np.int64))]
+
+
+def _total(value: int) -> int:
+  return sum(_each(value))
+
+
+def _open_on_mesh(args, settings):
+  import jax
+  from distil_jax.commands.model_io import parse_mesh
+  from distil_jax.data.teacher_store import StoreError
+  from distil_jax.model.config import parse_dtype
+  from distil_jax.sharding import make_mesh
+  mesh_cfg = parse_mesh(args.mesh)
+  sizes = (mesh_cfg.data, mesh_cfg.fsdp, mesh_cfg.tensor)
+  devices = jax.devices() if -1 in sizes else jax.devices()[:abs(int(np.prod(sizes)))]
+  mesh = make_mesh(mesh_cfg, devices=devices)
+  model = open_teacher(args.teacher, mesh, parse_dtype(args.dtype) if args.dtype else None)
+  if model.cfg.vocab_size < settings["vocab_columns"]:
+    raise StoreError(f"{args.teacher}: the teacher has {model.cfg.vocab_size} vocabulary rows, "
+                     f"fewer than the {settings['vocab_columns']} vocab columns asked for")
+  return model, mesh
+
+
 class _Runner:
   """Packs documents into rows, runs the jitted top-k, hands back one store record per document."""
 
-  def __init__(self, model, mesh, args, settings):
+  def __init__(self, model_and_mesh, args, settings):
     from flax import nnx
+    model, mesh = model_and_mesh
     self.graphdef, self.params = nnx.split(model)
     self.mesh = mesh
     self.rows, self.length = args.batch_size, settings["max_length"]
@@ -304,7 +331,7 @@ class _Runner:
   def _compute(self, ids_BxL, pos_BxL, seg_BxL, gather_BxP):
     import jax
     from jax.sharding import NamedSharding, PartitionSpec
-    from distil_jax.sharding import logical_to_spec
+    from distil_jax.sharding import logical_to_spec, use_mesh
     from distil_jax.train.teacher_topk import jitted_topk
     n = jax.process_count()
     B = ids_BxL.shape[0] * n  # the global batch: every process's rows
@@ -316,9 +343,10 @@ class _Runner:
       if spec == PartitionSpec(None, None) and B > ids_BxL.shape[0]:
         raise ValueError(f"{B} rows do not divide over the mesh's data axes {dict(self.mesh.shape)}")
       put = lambda x: jax.make_array_from_process_local_data(sharding, x)  # noqa: E731
-    out = jitted_topk(self.graphdef, self.params, put(ids_BxL), put(pos_BxL), put(seg_BxL),
-                      put(gather_BxP), k=self.k, vocab_columns=self.vocab_columns,
-                      chunk=self.chunk)
+    with use_mesh(self.mesh):
+      out = jitted_topk(self.graphdef, self.params, put(ids_BxL), put(pos_BxL), put(seg_BxL),
+                        put(gather_BxP), k=self.k, vocab_columns=self.vocab_columns,
+                        chunk=self.chunk)
     if n == 1:
       return tuple(np.asarray(x) for x in out)
     from jax.experimental import multihost_utils

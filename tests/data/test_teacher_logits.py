@@ -175,7 +175,7 @@ def test_two_processes_write_their_own_units_and_the_same_store(setup, tmp_path)
             p.kill()
     for p, (_, err) in zip(procs, results):
         assert p.returncode == 0, err[-3000:]
-    assert '"units_computed": 2' in results[0][0]  # units 0 and 2 of three
+    assert '"units_computed_per_process": [2, 1]' in results[0][0]  # units 0, 2 and 1
     # Rows sharded over 4 devices round differently from 1 device: equal up to float rounding.
     ours, one = teacher_store.TeacherStore(output), teacher_store.TeacherStore(setup["store"])
     assert len(ours) == len(one)
@@ -316,3 +316,10 @@ def test_a_store_lacking_a_trained_position_fails_the_join(setup, tmp_path):
     with pytest.raises(ValueError, match=r"example 'ex-\d+' \(record \d+\): teacher store .* has "
                                          r"no distribution at position \d+"):
         _drain(setup["data"], tmp_path)
+
+
+def test_rerunning_a_finished_store_recomputes_nothing(setup, capsys):
+    before = {p.name: p.read_bytes() for p in setup["store"].iterdir()}
+    assert _teacher_logits(setup["teacher"], setup["data"], setup["store"]) == 0
+    assert '"units_computed_per_process": [0]' in capsys.readouterr().out
+    assert {p.name: p.read_bytes() for p in setup["store"].iterdir()} == before
