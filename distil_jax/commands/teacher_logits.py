@@ -40,7 +40,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                       help="a directory written by `distil-jax prepare`")
   parser.add_argument("--output", required=True, metavar="STORE_DIR")
   parser.add_argument("--top_k", type=int, default=10)
-  parser.add_argument("--batch_size", type=int, default=8, help="packed rows per step (per process)")
+  parser.add_argument("--batch_size", type=int, default=8,
+                      help="packed rows per step (per process)")
   parser.add_argument("--max_length", type=int, default=None,
                       help="row length in tokens; longer documents are cut (default: the data's)")
   parser.add_argument("--dtype", default=None, choices=["float32", "bfloat16"],
@@ -65,6 +66,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
   parser.add_argument("--kill_after_units", type=int, default=None, help=argparse.SUPPRESS)
 
 
+class UsageError(ValueError):
+  """Arguments that cannot work together (e.g. rows that do not divide over the mesh)."""
+
+
 def _fail(message: str) -> int:
   print(f"distil-jax teacher-logits: {message}", file=sys.stderr)
   return 2
@@ -87,7 +92,7 @@ def run(args: argparse.Namespace) -> int:
     from distil_jax.hf.safetensors_io import CheckpointError
     try:
       return _run(args, data_manifest, settings)
-    except (teacher_store.StoreError, CheckpointError) as e:
+    except (teacher_store.StoreError, CheckpointError, UsageError) as e:
       return _fail(str(e))
 
 
@@ -341,7 +346,8 @@ class _Runner:
       put = lambda x: jax.device_put(x, sharding)  # noqa: E731
     else:
       if spec == PartitionSpec(None, None) and B > ids_BxL.shape[0]:
-        raise ValueError(f"{B} rows do not divide over the mesh's data axes {dict(self.mesh.shape)}")
+        raise UsageError(f"{B} rows (--batch_size x processes) do not divide over the mesh's "
+                         f"data axes {dict(self.mesh.shape)}")
       put = lambda x: jax.make_array_from_process_local_data(sharding, x)  # noqa: E731
     with use_mesh(self.mesh):
       out = jitted_topk(self.graphdef, self.params, put(ids_BxL), put(pos_BxL), put(seg_BxL),

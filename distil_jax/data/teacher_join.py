@@ -82,9 +82,9 @@ class JoinTeacher(grain.transforms.Map):
         present[present] = rec.positions[found[present]] == trained[present]
         if not present.all():
             missing = int(trained[~present][0])
-            raise ValueError(f"example {example_id!r} (record {index}): teacher store {path} has no "
-                             f"distribution at position {missing} (the store's max_length is "
-                             f"{self._store.manifest['max_length']})")
+            raise ValueError(f"example {example_id!r} (record {index}): teacher store {path} "
+                             f"has no distribution at position {missing} (the store's "
+                             f"max_length is {self._store.manifest['max_length']})")
         return rec, (trained, found)
 
 

@@ -202,7 +202,8 @@ def begin_store(store_dir: Path, settings: dict) -> None:
         old = json.loads(path.read_text())
         changed = sorted(k for k in set(old) | set(settings) if old.get(k) != settings.get(k))
         if changed:
-            diffs = "; ".join(f"{k}: {old.get(k)!r} there, {settings.get(k)!r} now" for k in changed)
+            diffs = "; ".join(f"{k}: {old.get(k)!r} there, {settings.get(k)!r} now"
+                              for k in changed)
             raise StoreError(f"{path}: this store was begun with other settings ({diffs}); "
                              "use a new output directory")
         return

@@ -7,7 +7,8 @@ For each gathered position with final hidden state h and the aligned vocabulary 
   tail = logsumexp(z over the columns outside the top k) - lse
        = log(1 - sum(exp(topk_logprobs)))                 (the mass the top k leave out).
 The tail is a logsumexp over the other columns, not log1p(-sum), so it keeps its precision
-when the top k hold all but 1e-9 of the mass. Positions are scanned `chunk` at a time, so
+when the top k hold all but 1e-9 of the mass; lse itself is logaddexp(lse of the other columns,
+lse of the top k), so V columns are exponentiated once. Positions are scanned `chunk` at a time, so
 only [B, chunk, V] float32 logits exist at once.
 """
 from __future__ import annotations
@@ -32,13 +33,15 @@ def topk_at_positions(model, input_ids_BxL, positions_BxL, segment_ids_BxL, gath
 
   def one_chunk(_, h_BxCxD):
     z_BxCxV = jnp.einsum("bcd,dv->bcv", h_BxCxD, w_DxV, preferred_element_type=jnp.float32)
-    lse_BxC = jax.nn.logsumexp(z_BxCxV, axis=-1)
     vals_BxCxK, ids_BxCxK = jax.lax.top_k(z_BxCxV, k)
     b = jnp.arange(B)[:, None, None]
     c = jnp.arange(chunk)[None, :, None]
     rest_BxCxV = z_BxCxV.at[b, c, ids_BxCxK].set(-jnp.inf)
-    tail_BxC = jax.nn.logsumexp(rest_BxCxV, axis=-1) - lse_BxC
-    return None, (ids_BxCxK.astype(jnp.int32), vals_BxCxK - lse_BxC[..., None], tail_BxC)
+    # One pass over V: lse = logaddexp(lse of the rest, lse of the top k).
+    lse_rest_BxC = jax.nn.logsumexp(rest_BxCxV, axis=-1)
+    lse_BxC = jnp.logaddexp(lse_rest_BxC, jax.nn.logsumexp(vals_BxCxK, axis=-1))
+    return None, (ids_BxCxK.astype(jnp.int32), vals_BxCxK - lse_BxC[..., None],
+                  lse_rest_BxC - lse_BxC)
 
   _, (ids, logprobs, tail) = jax.lax.scan(one_chunk, None, h_NxBxCxD)
   return (ids.swapaxes(0, 1).reshape(B, P, k), logprobs.swapaxes(0, 1).reshape(B, P, k),

@@ -141,7 +141,8 @@ def test_a_killed_run_resumes_to_identical_files(setup, tmp_path):
     killed = subprocess.run(
         [sys.executable, "-m", "distil_jax.cli", "teacher-logits", "--teacher",
          str(setup["teacher"]), "--data", str(setup["data"]), "--output", str(output),
-         "--top_k", str(K), *ARGS, "--kill_after_units", "1"], env=env, capture_output=True, text=True, timeout=300)
+         "--top_k", str(K), *ARGS, "--kill_after_units", "1"],
+        env=env, capture_output=True, text=True, timeout=300)
     assert killed.returncode == -9, killed.stderr
     names = {p.name for p in output.iterdir()}
     assert "unit-00000.json" in names and "unit-00001.json" not in names
@@ -228,7 +229,8 @@ def test_joined_batches_hold_each_documents_teacher_top_k_after_shuffling_and_pa
     seen, rows_with_several = set(), 0
     for batch in it:
         assert batch["topk_ids"].shape == (2, SEQ_LEN, K) and batch["topk_ids"].dtype == np.int32
-        assert batch["topk_logprobs"].dtype == np.float32 and batch["topk_tail"].shape == (2, SEQ_LEN)
+        assert batch["topk_logprobs"].dtype == np.float32
+        assert batch["topk_tail"].shape == (2, SEQ_LEN)
         untrained = batch["loss_mask"] == 0
         assert not batch["topk_ids"][untrained].any() and not batch["topk_tail"][untrained].any()
         assert np.all(batch["example_index"][batch["segment_ids"] == 0] == -1)
