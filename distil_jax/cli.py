@@ -20,6 +20,7 @@ COMMANDS = {
     "bench": "throughput benchmark of a train step or of decoding",
     "curate": "teacher-agent curation pipeline over OpenAI-compatible APIs",
     "serve": "OpenAI-compatible server over the generation engine",
+    "eval": "instruction following (IFEval), judges, perplexity and speed of a checkpoint or endpoint",
 }
 
 

@@ -1,4 +1,5 @@
-"""`distil-jax bench --config configs/sft/x.py`: speed of the SFT train step.
+"""`distil-jax bench --config configs/sft/x.py`: speed of the SFT train step (a KD config:
+`distil_jax/train/kd_bench.py`, the distillation step against its parts).
 
 Reports tokens/s, model TFLOP/s per device (PaLM convention, 6N + 12*L*d*S per token), MFU
 against the device's datasheet bf16 peak, `of_ceiling` against a bf16 matmul ceiling measured in
@@ -43,6 +44,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
   parser.add_argument("--hf_compile", action="store_true", help="torch.compile the HF model")
   parser.add_argument("--hf_grad_ckpt", action="store_true",
                       help="gradient checkpointing in the HF model")
+  parser.add_argument("--teacher_preset", default="qwen2p5_7b",
+                      help="KD configs: the teacher's shape (a ModelConfig size), random init")
 
 
 def _peak_memory(compiled) -> tuple[float, str]:
@@ -86,7 +89,7 @@ def run_train_bench(args) -> dict:
   from distil_jax.train.losses import SFTLoss
   from distil_jax.train.optim import make_optimizer
   from distil_jax.train.state import abstract_train_state, init_train_state
-  from distil_jax.train.step import batch_sharding, jit_train_step
+  from distil_jax.train.step import field_shardings, jit_train_step
 
   cfg = from_config_dict(load_config(args.config, args.overrides))
   if jax.default_backend() == "gpu":
@@ -104,25 +107,26 @@ def run_train_bench(args) -> dict:
   if args.unpacked:
     del host_batch["segment_ids"]
   with use_mesh(mesh, cfg.rules):
-    graphdef, abstract_state = abstract_train_state(cfg, mesh, tx)
+    graphdef, _, abstract_state = abstract_train_state(cfg, mesh, tx)
     state = init_train_state(cfg, mesh, tx, abstract_state)
-    loss_fn = SFTLoss(chunk=cfg.loss_chunk, logits_dtype=cfg.loss_logits_dtype)
+    loss = SFTLoss(chunk=cfg.loss_chunk, logits_dtype=cfg.loss_logits_dtype,
+                   packed=not args.unpacked)
     step_fn = jit_train_step(
-        graphdef=graphdef, loss_fn=loss_fn, tx=tx, schedule=schedule, grad_accum=cfg.grad_accum,
+        graphdef=graphdef, loss=loss, tx=tx, schedule=schedule, grad_accum=cfg.grad_accum,
         state_sharding=jax.tree.map(lambda a: a.sharding, abstract_state),
         mesh=mesh, rules=cfg.rules)
-    batch = jax.device_put(host_batch, batch_sharding(mesh, cfg.rules))
+    batch = jax.device_put(host_batch, field_shardings(loss.fields(), mesh, cfg.rules))
     key = jax.device_put(jax.random.key(0), jax.sharding.NamedSharding(
         mesh, jax.sharding.PartitionSpec()))
     t0 = time.perf_counter()
-    compiled = step_fn.lower(state, batch, key).compile()
+    compiled = step_fn.lower(state, batch, key, {}).compile()
     compile_s = time.perf_counter() - t0
     for _ in range(args.warmup):
-      state, metrics = compiled(state, batch, key)
+      state, metrics = compiled(state, batch, key, {})
     jax.block_until_ready(metrics)
     t0 = time.perf_counter()
     for _ in range(args.steps):
-      state, metrics = compiled(state, batch, key)
+      state, metrics = compiled(state, batch, key, {})
     jax.block_until_ready(metrics)
     seconds = time.perf_counter() - t0
   flops_per_token = cfg.model.flops_per_token(L)
@@ -184,11 +188,15 @@ def run(args: argparse.Namespace) -> int:
       print("distil-jax bench: --mode decode needs distil_jax.generate.bench, not installed")
       return 2
     return int(importlib.import_module("distil_jax.generate.bench").run_decode_bench(args) or 0)
+  from distil_jax.train.config import from_config_dict, load_config
+  cfg = from_config_dict(load_config(args.config, args.overrides))
+  if cfg.loss.kind == "kd":
+    from distil_jax.train.kd_bench import run_kd_bench
+    print(json.dumps(run_kd_bench(args, cfg), indent=2))
+    return 0
   if not args.hf:
     print(json.dumps(run_train_bench(args), indent=2))
     return 0
-  from distil_jax.train.config import from_config_dict, load_config
-  cfg = from_config_dict(load_config(args.config, args.overrides))
   theirs = run_hf_bench(args, cfg)  # first: see the module docstring
   ours = run_train_bench(args)
   print(json.dumps(_side_by_side(ours, theirs, cfg.model.flops_per_token(cfg.data.seq_len)),
