@@ -15,6 +15,7 @@ COMMANDS = {
     "export": "orbax or HF checkpoint -> HF directory (safetensors, config, tokenizer)",
     "generate": "chat prompts (JSONL) -> completions (JSONL)",
     "prepare": "chat JSONL / curated shards -> tokenized ArrayRecord shards",
+    "teacher-logits": "a teacher's top-k log-probs on prepared shards -> an offline KD store",
     "train": "SFT / distillation / DPO from an ml-collections config",
     "bench": "throughput benchmark of a train step or of decoding",
     "curate": "teacher-agent curation pipeline over OpenAI-compatible APIs",
@@ -24,7 +25,7 @@ COMMANDS = {
 
 
 def _load(name: str):
-    return importlib.import_module(f"distil_jax.commands.{name}")
+    return importlib.import_module(f"distil_jax.commands.{name.replace('-', '_')}")
 
 
 def main(argv: list[str] | None = None) -> int:
