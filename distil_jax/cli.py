@@ -19,11 +19,14 @@ COMMANDS = {
     "bench": "throughput benchmark of a train step or of decoding",
     "curate": "teacher-agent curation pipeline over OpenAI-compatible APIs",
     "serve": "OpenAI-compatible server over the generation engine",
+    "make-pairs": "teacher answers vs the student's own generations -> preference pairs (JSONL)",
+    "prepare-pairs": "preference pairs -> tokenized pair shards (chat template, response masks)",
+    "ref-logprobs": "tokenized pairs -> the reference model's summed response log-probs",
 }
 
 
 def _load(name: str):
-    return importlib.import_module(f"distil_jax.commands.{name}")
+    return importlib.import_module(f"distil_jax.commands.{name.replace('-', '_')}")
 
 
 def main(argv: list[str] | None = None) -> int:
