@@ -10,8 +10,9 @@ import importlib
 __version__ = "0.1.0"
 
 _LAZY = {
-    "from_pretrained": "distil_jax.hf.api",
-    "save_pretrained": "distil_jax.hf.api",
+    "from_pretrained": "distil_jax.loading",
+    "open_model": "distil_jax.loading",
+    "save_pretrained": "distil_jax.hf.export",
     "ModelConfig": "distil_jax.model.config",
     "Qwen2": "distil_jax.model.qwen2",
 }

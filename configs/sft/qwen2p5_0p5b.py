@@ -23,6 +23,8 @@ def get_config(arg=None):
   c.grad_accum = 1
   c.loss_chunk = 512
   c.loss_logits_dtype = "float32"  # or "bfloat16": half the logits traffic
+  c.loss = dict(kind="sft")  # the loss table: distil_jax/train/loss_config.py
+  c.frozen = dict()  # no teacher or reference model
   c.log_every = 10
   c.model = dict(preset="qwen2p5_0p5b", param_dtype="float32", compute_dtype="bfloat16",
                  remat_policy="none", attention_impl="cudnn",

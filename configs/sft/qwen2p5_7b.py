@@ -22,6 +22,8 @@ def get_config(arg=None):
   c.grad_accum = 2
   c.loss_chunk = 512
   c.loss_logits_dtype = "float32"  # or "bfloat16": half the logits traffic
+  c.loss = dict(kind="sft")  # the loss table: distil_jax/train/loss_config.py
+  c.frozen = dict()  # no teacher or reference model
   c.log_every = 10
   c.model = dict(preset="qwen2p5_7b", param_dtype="bfloat16", compute_dtype="bfloat16",
                  remat_policy="full", attention_impl="cudnn",

@@ -24,6 +24,8 @@ def get_config(arg=None):
   c.grad_accum = 1
   c.loss_chunk = 64
   c.loss_logits_dtype = "float32"  # or "bfloat16": half the logits traffic
+  c.loss = dict(kind="sft")  # the loss table: distil_jax/train/loss_config.py
+  c.frozen = dict()  # no teacher or reference model
   c.log_every = 10
   c.model = dict(preset="tiny", vocab_size=151936, param_dtype="float32",
                  compute_dtype="float32", remat_policy="none", attention_impl="xla")

@@ -86,7 +86,7 @@ def run_train_bench(args) -> dict:
   from distil_jax.train.losses import SFTLoss
   from distil_jax.train.optim import make_optimizer
   from distil_jax.train.state import abstract_train_state, init_train_state
-  from distil_jax.train.step import batch_sharding, jit_train_step
+  from distil_jax.train.step import field_shardings, jit_train_step
 
   cfg = from_config_dict(load_config(args.config, args.overrides))
   if jax.default_backend() == "gpu":
@@ -104,25 +104,26 @@ def run_train_bench(args) -> dict:
   if args.unpacked:
     del host_batch["segment_ids"]
   with use_mesh(mesh, cfg.rules):
-    graphdef, abstract_state = abstract_train_state(cfg, mesh, tx)
+    graphdef, _, abstract_state = abstract_train_state(cfg, mesh, tx)
     state = init_train_state(cfg, mesh, tx, abstract_state)
-    loss_fn = SFTLoss(chunk=cfg.loss_chunk, logits_dtype=cfg.loss_logits_dtype)
+    loss = SFTLoss(chunk=cfg.loss_chunk, logits_dtype=cfg.loss_logits_dtype,
+                   packed=not args.unpacked)
     step_fn = jit_train_step(
-        graphdef=graphdef, loss_fn=loss_fn, tx=tx, schedule=schedule, grad_accum=cfg.grad_accum,
+        graphdef=graphdef, loss=loss, tx=tx, schedule=schedule, grad_accum=cfg.grad_accum,
         state_sharding=jax.tree.map(lambda a: a.sharding, abstract_state),
         mesh=mesh, rules=cfg.rules)
-    batch = jax.device_put(host_batch, batch_sharding(mesh, cfg.rules))
+    batch = jax.device_put(host_batch, field_shardings(loss.fields(), mesh, cfg.rules))
     key = jax.device_put(jax.random.key(0), jax.sharding.NamedSharding(
         mesh, jax.sharding.PartitionSpec()))
     t0 = time.perf_counter()
-    compiled = step_fn.lower(state, batch, key).compile()
+    compiled = step_fn.lower(state, batch, key, {}).compile()
     compile_s = time.perf_counter() - t0
     for _ in range(args.warmup):
-      state, metrics = compiled(state, batch, key)
+      state, metrics = compiled(state, batch, key, {})
     jax.block_until_ready(metrics)
     t0 = time.perf_counter()
     for _ in range(args.steps):
-      state, metrics = compiled(state, batch, key)
+      state, metrics = compiled(state, batch, key, {})
     jax.block_until_ready(metrics)
     seconds = time.perf_counter() - t0
   flops_per_token = cfg.model.flops_per_token(L)

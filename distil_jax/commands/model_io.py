@@ -24,7 +24,7 @@ def parse_mesh(text: str):
 def load(path: str, args):
   """A model from an orbax checkpoint, a training workdir, or a HF directory."""
   import jax  # noqa: PLC0415
-  from distil_jax.hf import from_pretrained  # noqa: PLC0415
+  from distil_jax.loading import open_model  # noqa: PLC0415
   from distil_jax.model.config import parse_dtype  # noqa: PLC0415
   from distil_jax.sharding import make_mesh  # noqa: PLC0415
   mesh_cfg = parse_mesh(args.mesh)
@@ -32,4 +32,4 @@ def load(path: str, args):
   n = abs(mesh_cfg.data * mesh_cfg.fsdp * mesh_cfg.tensor)
   mesh = make_mesh(mesh_cfg, devices=devices[:n] if -1 not in (mesh_cfg.data, mesh_cfg.fsdp, mesh_cfg.tensor) else devices)
   overrides = {"param_dtype": parse_dtype(args.dtype)} if args.dtype else {}
-  return from_pretrained(path, mesh=mesh, **overrides)
+  return open_model(path, mesh=mesh, **overrides)

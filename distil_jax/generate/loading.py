@@ -5,10 +5,10 @@ from pathlib import Path
 
 
 def load_model(path: str | Path, *, dtype=None):
-    """A HF directory or a distil-jax orbax model checkpoint (see `distil_jax.from_pretrained`)."""
-    from distil_jax.hf import from_pretrained
+    """A HF directory or a distil-jax orbax model checkpoint (see `distil_jax.loading.open_model`)."""
+    from distil_jax.loading import open_model
 
-    return from_pretrained(str(path), dtype=dtype)
+    return open_model(str(path), dtype=dtype)
 
 
 def load_tokenizer_for(path: str | Path):

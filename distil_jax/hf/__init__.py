@@ -1,5 +1,5 @@
-"""Hugging Face checkpoints in and out."""
-from distil_jax.hf.api import from_pretrained, save_pretrained
+"""Hugging Face checkpoints in and out (open one with `distil_jax.loading.open_model`)."""
+from distil_jax.hf.export import save_pretrained
 from distil_jax.hf.safetensors_io import CheckpointError
 
-__all__ = ["from_pretrained", "save_pretrained", "CheckpointError"]
+__all__ = ["save_pretrained", "CheckpointError"]

@@ -131,19 +131,3 @@ def load_hf_state(path: str, cfg: ModelConfig, mesh, rules: Rules = DEFAULT_RULE
     parent = _walk(abs_state, key[:-1])
     parent[key[-1]] = parent[key[-1]].replace(value)
   return nnx.merge(graphdef, abs_state)
-
-
-def from_pretrained(path: str, *, mesh=None, rules: Rules = DEFAULT_RULES, dtype=None,
-                    **config_overrides) -> Qwen2:
-  """Load a HF Qwen2 directory into a (sharded) distil-jax model.
-
-  `dtype` sets both parameter and compute dtype (e.g. jnp.float32 for parity checks);
-  other `ModelConfig` fields (attention_impl, remat_policy, ...) pass as keywords.
-  """
-  if dtype is not None:
-    config_overrides.setdefault("param_dtype", dtype)
-    config_overrides.setdefault("compute_dtype", dtype)
-  cfg = read_config(path, **config_overrides)
-  if mesh is None:
-    mesh = make_mesh(MeshConfig(data=1), devices=jax.devices()[:1])
-  return load_hf_state(path, cfg, mesh, rules)

@@ -70,9 +70,12 @@ class ModelConfig:
                        f"num_kv_heads={self.num_kv_heads}")
 
   # --- Qwen2.5 sizes (public config.json values) ---------------------------------
+  # The embedding rows the published config.json files declare: 0.5B-3B pad the tokenizer's
+  # 151,665 real tokens to 151,936 rows, 7B-72B to 152,064.
   @classmethod
-  def _qwen(cls, d, f, layers, heads, kv, tie, **kw):
-    return cls(vocab_size=151936, hidden_size=d, intermediate_size=f, num_layers=layers,
+  def _qwen(cls, d, f, layers, heads, kv, tie, vocab=151936, **kw):
+    kw.setdefault("vocab_size", vocab)
+    return cls(hidden_size=d, intermediate_size=f, num_layers=layers,
                num_heads=heads, num_kv_heads=kv, head_dim=d // heads,
                tie_word_embeddings=tie, **kw)
 
@@ -90,19 +93,19 @@ class ModelConfig:
 
   @classmethod
   def qwen2p5_7b(cls, **kw):
-    return cls._qwen(3584, 18944, 28, 28, 4, False, **kw)
+    return cls._qwen(3584, 18944, 28, 28, 4, False, vocab=152064, **kw)
 
   @classmethod
   def qwen2p5_14b(cls, **kw):
-    return cls._qwen(5120, 13824, 48, 40, 8, False, **kw)
+    return cls._qwen(5120, 13824, 48, 40, 8, False, vocab=152064, **kw)
 
   @classmethod
   def qwen2p5_32b(cls, **kw):
-    return cls._qwen(5120, 27648, 64, 40, 8, False, **kw)
+    return cls._qwen(5120, 27648, 64, 40, 8, False, vocab=152064, **kw)
 
   @classmethod
   def qwen2p5_72b(cls, **kw):
-    return cls._qwen(8192, 29568, 80, 64, 8, False, **kw)
+    return cls._qwen(8192, 29568, 80, 64, 8, False, vocab=152064, **kw)
 
   @classmethod
   def tiny(cls, **kw):

@@ -111,35 +111,3 @@ def restore_params(step_dir: str, target_params):
         item=target, restore_args=ocp.checkpoint_utils.construct_restore_args(target),
         partial_restore=True))
   return out["params"]
-
-
-def train_run_step_dir(path: str) -> str | None:
-  """`path` as a step directory of a training run: the run's workdir (its latest step) or
-  `<workdir>/checkpoints/<step>` itself; None when it is neither."""
-  path = os.path.abspath(path)
-  if os.path.isdir(os.path.join(path, "checkpoints")):
-    steps = [int(d) for d in os.listdir(os.path.join(path, "checkpoints")) if d.isdigit()]
-    if not steps:
-      raise FileNotFoundError(f"{path}/checkpoints holds no finished step")
-    return os.path.join(path, "checkpoints", str(max(steps)))
-  if os.path.isdir(os.path.join(path, "state")) and os.path.basename(os.path.dirname(path)) == "checkpoints":
-    return path
-  return None
-
-
-def load_trained_model(step_dir: str, mesh, rules, **config_overrides):
-  """The student of a training run, from one of its step directories, onto `mesh`."""
-  from flax import nnx
-  from distil_jax import checkpoints
-  from distil_jax.model import abstract_model
-  from distil_jax.sharding import state_shardings
-  workdir = os.path.dirname(os.path.dirname(step_dir))
-  if not os.path.isfile(os.path.join(workdir, checkpoints.CONFIG_FILE)):
-    raise FileNotFoundError(f"{workdir}: no {checkpoints.CONFIG_FILE}; was it written by "
-                            "`distil-jax train`?")
-  cfg = checkpoints.read_config(workdir, **config_overrides)
-  graphdef, abs_params = nnx.split(abstract_model(cfg))
-  shardings = state_shardings(abs_params, mesh, rules)
-  target = jax.tree.map(lambda v, s: jax.ShapeDtypeStruct(v.shape, v.dtype, sharding=s),
-                        abs_params, shardings)
-  return nnx.merge(graphdef, restore_params(step_dir, target))

@@ -22,8 +22,10 @@ class Schedule(enum.Enum):
 
 class InitKind(enum.Enum):
   FRESH = "fresh"  # random init from the seed
-  HF = "hf"  # a Hugging Face checkpoint directory, streamed into the shardings
-  ORBAX = "orbax"  # `distil-jax convert` output, or a step directory of an earlier run
+  # Both open `init.path` with `distil_jax.loading.open_model`, whatever it holds (HF directory,
+  # model checkpoint, training run); the names say what a config expects to find there.
+  HF = "hf"
+  ORBAX = "orbax"
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -79,8 +81,15 @@ class TrainConfig:
   loss_logits_dtype: Any = jnp.float32
   seed: int = 0  # parameter init and per-step rngs
   log_every: int = 10
+  # The loss (`config.loss.kind` picks a typed configuration from `loss_config.LOSS_CONFIGS`)
+  # and the frozen models it reads (a teacher, a DPO reference), by name.
+  loss: Any = None
+  frozen: dict = dataclasses.field(default_factory=dict)
 
   def __post_init__(self):
+    if self.loss is None:
+      from distil_jax.train.loss_config import SFTConfig
+      object.__setattr__(self, "loss", SFTConfig())
     if self.data.batch_size % self.grad_accum:
       raise ValueError(f"data.batch_size={self.data.batch_size} does not divide into "
                        f"grad_accum={self.grad_accum} micro-batches")
@@ -88,11 +97,6 @@ class TrainConfig:
 
 RUNTIME_FIELDS = ("param_dtype", "compute_dtype", "attention_impl", "remat_policy",
                   "max_segments_per_row")
-
-
-def _is_model_checkpoint(path: str) -> bool:
-  from distil_jax import checkpoints
-  return checkpoints.is_model_checkpoint(path)
 
 
 def _model_config(model: dict[str, Any], init: InitConfig) -> ModelConfig:
@@ -112,23 +116,15 @@ def _model_config(model: dict[str, Any], init: InitConfig) -> ModelConfig:
     kw["attention_impl"] = AttentionImpl(kw["attention_impl"])
   if "remat_policy" in kw:
     kw["remat_policy"] = RematPolicy(kw["remat_policy"])
-  import json
-  import os
-  if init.kind is InitKind.HF or (init.kind is InitKind.ORBAX and _is_model_checkpoint(init.path)):
+  if init.kind is not InitKind.FRESH:
     # The checkpoint fixes the architecture; the config chooses only how it runs.
+    from distil_jax.loading import model_config_at
     runtime = {k: v for k, v in kw.items() if k in RUNTIME_FIELDS}
-    if init.kind is InitKind.HF:
-      cfg_path = os.path.join(init.path, "config.json")
-      with open(cfg_path) as f:
-        cfg = ModelConfig.from_hf(json.load(f), source=cfg_path, **runtime)
-    else:
-      from distil_jax import checkpoints
-      with open(os.path.join(init.path, checkpoints.CONFIG_FILE)) as f:
-        cfg = checkpoints.config_from_json(json.load(f), **runtime)
+    cfg = model_config_at(init.path, **runtime)
     ignored = {k: v for k, v in kw.items() if k not in RUNTIME_FIELDS and getattr(cfg, k) != v}
     if ignored:
-      logging.warning("config.model %s ignored: the %s checkpoint at %s fixes the architecture",
-                      ignored, init.kind.value, init.path)
+      logging.warning("config.model %s ignored: the checkpoint at %s fixes the architecture",
+                      ignored, init.path)
     return cfg
   return ModelConfig.by_name(preset, **kw)
 
@@ -140,6 +136,7 @@ def _rules(rules) -> Rules:
 
 def from_config_dict(c) -> TrainConfig:
   """A (locked) ml-collections ConfigDict, as the config files declare it -> TrainConfig."""
+  from distil_jax.train.loss_config import frozen_configs, loss_config
   d = c.to_dict()
   init = InitConfig(kind=InitKind(d["init"]["kind"]), path=d["init"]["path"])
   optim = dict(d["optim"])
@@ -153,6 +150,8 @@ def from_config_dict(c) -> TrainConfig:
       init=init,
       checkpoint=CheckpointConfig(**d["checkpoint"]),
       loss_logits_dtype=parse_dtype(d["loss_logits_dtype"]),
+      loss=loss_config(d["loss"]),
+      frozen=frozen_configs(d["frozen"]),
       **{k: d[k] for k in ("steps", "grad_accum", "loss_chunk", "seed", "log_every")},
   )
 

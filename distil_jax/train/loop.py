@@ -15,16 +15,17 @@ from typing import Iterator
 
 import jax
 import numpy as np
+from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec
 
 from distil_jax.sharding import make_mesh, use_mesh
 from distil_jax.train import metrics as M
 from distil_jax.train.checkpoint import Checkpointer
 from distil_jax.train.config import TrainConfig
-from distil_jax.train.losses import SFTLoss
+from distil_jax.train.objective import Loss
 from distil_jax.train.optim import make_optimizer
 from distil_jax.train.state import abstract_train_state, init_train_state
-from distil_jax.train.step import LossFn, TrainState, batch_sharding, jit_train_step
+from distil_jax.train.step import TrainState, field_shardings, jit_train_step
 
 
 @dataclasses.dataclass
@@ -57,21 +58,45 @@ class _StopFlag:
     self.set = True
 
 
-def _global_batch(local: dict[str, np.ndarray], sharding) -> dict[str, jax.Array]:
-  """This process's rows -> one global array per key (the same call on 1 or N processes)."""
+def _global_batch(local: dict[str, np.ndarray], shardings, fields) -> dict[str, jax.Array]:
+  """This process's rows of the fields the loss declares -> one global array per key (the
+  same call on 1 or N processes). Keys the loss does not read stay on the host."""
   out = {}
-  for k, v in local.items():
+  for k, spec in fields.items():
+    if k not in local:
+      raise KeyError(f"the batch has no field {k!r}, which the loss reads "
+                     f"(the batch has: {', '.join(sorted(local))})")
+    v = np.asarray(local[k], dtype=spec.dtype)
     global_shape = (v.shape[0] * jax.process_count(), *v.shape[1:])
-    out[k] = jax.make_array_from_process_local_data(sharding, np.asarray(v), global_shape)
+    out[k] = jax.make_array_from_process_local_data(shardings[k], v, global_shape)
   return out
 
 
-def train(cfg: TrainConfig, workdir: str, batches: Iterator, *, loss_fn: LossFn | None = None,
+def open_frozen(cfg: TrainConfig, loss: Loss, mesh) -> dict:
+  """The frozen models the loss reads, opened onto the training mesh by the same rules:
+  name -> nnx.Module."""
+  missing = [n for n in loss.frozen_models if not (n in cfg.frozen and cfg.frozen[n].path)]
+  if missing:
+    raise ValueError(f"the {type(loss).__name__} reads frozen model(s) {missing}: set "
+                     + ", ".join(f"--config.frozen.{n}.path" for n in missing))
+  from distil_jax.loading import open_model
+  out = {}
+  for name in loss.frozen_models:
+    spec = cfg.frozen[name]
+    out[name] = open_model(spec.path, mesh=mesh, rules=cfg.rules, dtype=spec.dtype,
+                           attention_impl=cfg.model.attention_impl,
+                           remat_policy=cfg.model.remat_policy)
+  return out
+
+
+def train(cfg: TrainConfig, workdir: str, batches: Iterator, *, loss: Loss | None = None,
           mesh=None, progress: bool = True) -> TrainResult:
   """Train to `cfg.steps` (or until a stop signal). `batches` yields this process's share of
-  each global batch and has `get_state()` / `set_state()`; it is checkpointed with the state."""
+  each global batch and has `get_state()` / `set_state()`; it is checkpointed with the state.
+  The loss is `cfg.loss.build(cfg)` unless given; its frozen models are opened from
+  `cfg.frozen`."""
   mesh = mesh if mesh is not None else make_mesh(cfg.mesh)
-  loss_fn = loss_fn or SFTLoss(chunk=cfg.loss_chunk, logits_dtype=cfg.loss_logits_dtype)
+  loss = loss or cfg.loss.build(cfg)
   tx, schedule = make_optimizer(cfg.optim, cfg.steps)
   ckpt = Checkpointer(workdir, cfg.checkpoint)
   writer = M.MetricsWriter(workdir)
@@ -80,18 +105,29 @@ def train(cfg: TrainConfig, workdir: str, batches: Iterator, *, loss_fn: LossFn 
   signals = (signal.SIGTERM, signal.SIGINT) if main_thread and not multi else ()
   try:
     with use_mesh(mesh, cfg.rules), _StopFlag().installed(signals) as stop:
-      graphdef, abstract_state = abstract_train_state(cfg, mesh, tx)
+      frozen_models = open_frozen(cfg, loss, mesh)
+      make_extra = getattr(loss, "extra_module", None)
+      if make_extra is not None:
+        make_extra = make_extra(cfg.model, {n: m.cfg for n, m in frozen_models.items()},
+                                cfg.seed)
+      graphdef, extra_graphdef, abstract_state = abstract_train_state(cfg, mesh, tx, make_extra)
       latest = ckpt.latest_step()
       if latest is not None:
         state = ckpt.restore(latest, abstract_state, batches)
       else:
-        state = init_train_state(cfg, mesh, tx, abstract_state)
+        state = init_train_state(cfg, mesh, tx, abstract_state, make_extra)
       writer.rewind(latest or 0)
-      step_fn = jit_train_step(graphdef=graphdef, loss_fn=loss_fn, tx=tx, schedule=schedule,
-                               grad_accum=cfg.grad_accum,
-                               state_sharding=jax.tree.map(lambda a: a.sharding, abstract_state),
-                               mesh=mesh, rules=cfg.rules)
-      result = _run(cfg, state, step_fn, batches, ckpt, writer, stop, mesh, multi, progress)
+      frozen_graphdefs, frozen = {}, {}
+      for name, model in frozen_models.items():
+        frozen_graphdefs[name], frozen[name] = nnx.split(model)
+      step_fn = jit_train_step(
+          graphdef=graphdef, extra_graphdef=extra_graphdef, frozen_graphdefs=frozen_graphdefs,
+          frozen_sharding=jax.tree.map(lambda a: a.sharding, frozen), loss=loss, tx=tx,
+          schedule=schedule, grad_accum=cfg.grad_accum,
+          state_sharding=jax.tree.map(lambda a: a.sharding, abstract_state), mesh=mesh,
+          rules=cfg.rules)
+      result = _run(cfg, state, step_fn, batches, ckpt, writer, stop, mesh, multi, progress,
+                    loss, frozen)
       result.graphdef = graphdef
       return result
   finally:
@@ -100,12 +136,13 @@ def train(cfg: TrainConfig, workdir: str, batches: Iterator, *, loss_fn: LossFn 
     writer.close()
 
 
-def _run(cfg, state, step_fn, batches, ckpt, writer, stop, mesh, multi, progress):
+def _run(cfg, state, step_fn, batches, ckpt, writer, stop, mesh, multi, progress, loss, frozen):
   from tqdm import tqdm
   step = int(jax.device_get(state.step))
   first_step = step
   key = jax.device_put(jax.random.key(cfg.seed), NamedSharding(mesh, PartitionSpec()))
-  in_sharding = batch_sharding(mesh, cfg.rules)
+  fields = loss.fields()
+  in_shardings = field_shardings(fields, mesh, cfg.rules)
   tokens_per_step = cfg.data.batch_size * cfg.data.seq_len
   flops_per_token = cfg.model.flops_per_token(cfg.data.seq_len)
   peak = M.peak_flops_per_device()
@@ -144,9 +181,9 @@ def _run(cfg, state, step_fn, batches, ckpt, writer, stop, mesh, multi, progress
                       "saving and stopping", step, cfg.steps)
       exhausted = True
       break
-    batch = _global_batch(local, in_sharding)
+    batch = _global_batch(local, in_shardings, fields)
     with jax.transfer_guard("disallow"):
-      state, device_metrics = step_fn(state, batch, key)
+      state, device_metrics = step_fn(state, batch, key, frozen)
     step += 1
     if pending is not None:
       report(*pending)  # the previous step's metrics: ready by now, no stall

@@ -22,6 +22,7 @@ from flax import nnx
 from distil_jax.model import AttentionImpl, ModelConfig, Qwen2, abstract_model
 from distil_jax.model.attention import attend_xla, segment_causal_mask, self_attention
 from distil_jax.train.losses import SFTLoss
+from distil_jax.train.objective import apply_loss
 
 pytestmark = pytest.mark.skipif(jax.default_backend() != "gpu",
                                 reason="cuDNN attention runs on a GPU only")
@@ -117,7 +118,7 @@ def test_model_sft_loss_and_gradients_with_cudnn_match_xla(max_segments_per_row)
 
   def loss_and_grads(model_cfg):
     graphdef = nnx.split(abstract_model(model_cfg))[0]
-    loss = lambda p: SFTLoss(chunk=128)(nnx.merge(graphdef, p), batch, None)[0]
+    loss = lambda p: apply_loss(SFTLoss(chunk=128), nnx.merge(graphdef, p), batch)[0]
     return jax.jit(jax.value_and_grad(loss))(params)
 
   ref_loss, ref_grads = loss_and_grads(cfg)

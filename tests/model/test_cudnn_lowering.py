@@ -18,6 +18,7 @@ from distil_jax.model.attention import cudnn_attention, self_attention
 from distil_jax.sharding import MeshConfig, make_mesh, use_mesh
 from distil_jax.train.config import DataConfig, TrainConfig
 from distil_jax.train.losses import SFTLoss
+from distil_jax.train.objective import apply_loss
 from distil_jax.train.optim import make_optimizer
 from distil_jax.train.state import abstract_train_state
 from distil_jax.train.step import batch_sharding, jit_train_step
@@ -108,8 +109,8 @@ def _lower_and_partition_train_step(tmp_path: pathlib.Path, max_segments_per_row
   mesh = make_mesh(cfg.mesh)
   tx, schedule = make_optimizer(cfg.optim, cfg.steps)
   with use_mesh(mesh, cfg.rules):
-    graphdef, state = abstract_train_state(cfg, mesh, tx)
-    step = jit_train_step(graphdef=graphdef, loss_fn=SFTLoss(chunk=cfg.loss_chunk), tx=tx,
+    graphdef, _, state = abstract_train_state(cfg, mesh, tx)
+    step = jit_train_step(graphdef=graphdef, loss=SFTLoss(chunk=cfg.loss_chunk), tx=tx,
                           schedule=schedule, grad_accum=1, mesh=mesh, rules=cfg.rules,
                           state_sharding=jax.tree.map(lambda a: a.sharding, state))
     rows = batch_sharding(mesh, cfg.rules)
@@ -119,7 +120,7 @@ def _lower_and_partition_train_step(tmp_path: pathlib.Path, max_segments_per_row
                                 ("positions", jnp.int32))}
     rng = jax.ShapeDtypeStruct((), jax.random.key(0).dtype,
                                sharding=NamedSharding(mesh, PartitionSpec()))
-    lowered = step.trace(state, batch, rng).lower(lowering_platforms=("cuda",))
+    lowered = step.trace(state, batch, rng, {}).lower(lowering_platforms=("cuda",))
   assert "CustomSPMDPartitioning" in lowered.as_text()  # expanded by the partitioner below
   dump = tmp_path / "hlo"
   with pytest.raises(jax.errors.JaxRuntimeError, match=r"__cudnn\$fmha"):
@@ -165,7 +166,7 @@ def test_dots_remat_saves_the_attention_kernel_instead_of_running_it_again(remat
                loss_mask=jax.ShapeDtypeStruct((2, 128), jnp.float32))
 
   def loss(p, b):
-    return SFTLoss(chunk=64)(nnx.merge(graphdef, p), b, None)[0]
+    return apply_loss(SFTLoss(chunk=64), nnx.merge(graphdef, p), b)[0]
 
   text = jax.jit(jax.grad(loss)).trace(params, batch).lower(lowering_platforms=("cuda",)).as_text()
   forward = len(re.findall(re.escape(BIAS_FORWARD) + r"\b", text))

@@ -20,7 +20,7 @@ CFG = ModelConfig(vocab_size=32000, hidden_size=1024, intermediate_size=4096, nu
 _MEASURE = """
 import json, resource, sys, os
 os.environ["JAX_PLATFORMS"] = "cpu"
-from distil_jax.hf import from_pretrained
+from distil_jax.loading import open_model as from_pretrained
 model = from_pretrained(sys.argv[1])
 print(json.dumps({"peak_rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}))
 """

@@ -9,6 +9,7 @@ from distil_jax.model import ModelConfig, create_model
 from distil_jax.sharding import MeshConfig, make_mesh
 from distil_jax.train.losses import (NaiveSFTLoss, SFTLoss, chunked_cross_entropy,
                                      naive_cross_entropy)
+from distil_jax.train.objective import apply_loss
 from synthetic import SyntheticBatches
 
 
@@ -21,12 +22,12 @@ def test_chunked_loss_and_grads_equal_the_naive_loss():
   batch = jax.tree.map(jnp.asarray, batch)
 
   def grads_of(loss_fn):
-    f = lambda p: loss_fn(nnx.merge(graphdef, p), batch, None)
-    return jax.jit(jax.value_and_grad(f, has_aux=True))(params)
+    f = lambda p: apply_loss(loss_fn, nnx.merge(graphdef, p), batch)
+    return jax.jit(jax.value_and_grad(lambda p: f(p)[0]))(params), f(params)[2]
 
-  (chunked, aux_c), g_chunked = grads_of(SFTLoss(chunk=chunk))
-  (naive, aux_n), g_naive = grads_of(NaiveSFTLoss())
-  assert aux_c["tokens"] == aux_n["tokens"] > 0
+  (chunked, g_chunked), counts_c = grads_of(SFTLoss(chunk=chunk))
+  (naive, g_naive), counts_n = grads_of(NaiveSFTLoss())
+  assert counts_c["tokens"] == counts_n["tokens"] > 0
   np.testing.assert_allclose(chunked, naive, rtol=1e-6)
   for a, b in zip(jax.tree.leaves(g_chunked), jax.tree.leaves(g_naive)):
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
@@ -122,8 +123,8 @@ def test_a_batch_without_segment_ids_is_one_document_a_row():
   one_doc = dict(batch, segment_ids=jnp.ones((2, 32), jnp.int32))
   unpacked = {k: v for k, v in batch.items() if k != "segment_ids"}
   loss = SFTLoss(chunk=16)
-  np.testing.assert_allclose(loss(model, unpacked, None)[0], loss(model, one_doc, None)[0],
-                             rtol=1e-6)
+  np.testing.assert_allclose(apply_loss(loss, model, unpacked)[0],
+                             apply_loss(loss, model, one_doc)[0], rtol=1e-6)
 
 
 def test_bfloat16_logits_write_half_the_bytes_and_keep_the_loss():

@@ -69,7 +69,7 @@ def test_restore_onto_a_different_mesh(tmp_path):
   other = make_mesh(MeshConfig(data=2, fsdp=2, tensor=2))
   tx, _ = make_optimizer(cfg.optim, cfg.steps)
   with use_mesh(other, cfg.rules):
-    _, target = abstract_train_state(cfg, other, tx)
+    _, _, target = abstract_train_state(cfg, other, tx)
     ckpt = Checkpointer(str(tmp_path), cfg.checkpoint)
     batches = batches_for(cfg)
     restored = ckpt.restore(2, target, batches)
@@ -110,7 +110,7 @@ def test_kill_9_during_an_async_save_leaves_the_latest_checkpoint_usable(tmp_pat
   mesh = make_mesh(MeshConfig(data=1), jax.devices()[:1])
   tx, _ = make_optimizer(cfg.optim, cfg.steps)
   with use_mesh(mesh, cfg.rules):
-    _, target = abstract_train_state(cfg, mesh, tx)
+    _, _, target = abstract_train_state(cfg, mesh, tx)
     batches = batches_for(cfg)
     restored = ckpt.restore(latest, target, batches)  # the next run resumes from here
   ckpt.close()
