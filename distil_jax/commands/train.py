@@ -79,12 +79,21 @@ def _train(args, cfg, config_dict) -> int:
     print("distil-jax train: config error: data.path is empty; pass "
           "--config.data.path=<a directory written by distil-jax prepare>", file=sys.stderr)
     return 2
-  batches = make_iterator(
-      cfg.data.path, seq_len=cfg.data.seq_len,
-      batch_size=cfg.data.batch_size // jax.process_count(), seed=cfg.data.seed,
-      shard_index=jax.process_index(), shard_count=jax.process_count(),
-      max_documents_per_row=cfg.model.max_segments_per_row or None,
-      num_epochs=cfg.data.num_epochs or None, worker_count=cfg.data.worker_count)
+  make_batches = getattr(cfg.loss, "batches", None)  # a loss with its own data (DPO pairs)
+  if make_batches is not None:
+    try:
+      batches = make_batches(cfg, shard_index=jax.process_index(),
+                             shard_count=jax.process_count())
+    except (ValueError, FileNotFoundError) as e:
+      print(f"distil-jax train: data error: {e}", file=sys.stderr)
+      return 2
+  else:
+    batches = make_iterator(
+        cfg.data.path, seq_len=cfg.data.seq_len,
+        batch_size=cfg.data.batch_size // jax.process_count(), seed=cfg.data.seed,
+        shard_index=jax.process_index(), shard_count=jax.process_count(),
+        max_documents_per_row=cfg.model.max_segments_per_row or None,
+        num_epochs=cfg.data.num_epochs or None, worker_count=cfg.data.worker_count)
   try:
     result = train(cfg, args.workdir, batches, progress=not args.no_progress)
   except NonFiniteError as e:

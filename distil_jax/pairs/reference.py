@@ -107,7 +107,7 @@ def compute_reference_logprobs(model, mesh, pairs_dir, output, *, model_name: st
       log(f"ref-logprobs: {name}: {len(lines)} pairs")
   manifest = {"format": MANIFEST_FORMAT, "run": run_key, "complete": True,
               "shards": [SHARD_NAME.format(index=i) for i in range(len(pairs_manifest["shards"]))],
-              "pairs": pairs_manifest["counts"]["pairs"]}
+              "pairs": pairs_manifest["pairs"]}
   if writer:
     _write_json(manifest_path, manifest)
   return manifest

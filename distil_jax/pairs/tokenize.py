@@ -87,11 +87,44 @@ def response_encodings(encoder: ChatEncoder, prompt: list[dict], answers: list[s
   return out
 
 
+def write_tokenized_pairs(output, records, *, shard_size: int = 10_000, **manifest_fields) -> dict:
+  """Writes `(pair_id, chosen_ids, chosen_mask, rejected_ids, rejected_mask)` tuples as pair
+  shards plus manifest into a temporary directory renamed onto `output`; returns the manifest."""
+  from array_record.python.array_record_module import ArrayRecordWriter
+  output = Path(output)
+  output.parent.mkdir(parents=True, exist_ok=True)
+  tmp = Path(tempfile.mkdtemp(prefix=f".{output.name}.tmp-", dir=output.parent))
+  shards, longest, fingerprint, writer = [], 0, hashlib.sha256(), None
+  try:
+    for pair_id, c_ids, c_mask, r_ids, r_mask in records:
+      record = encode_pair_record(pair_id, c_ids, c_mask, r_ids, r_mask)
+      if writer is None or shards[-1]["pairs"] >= shard_size:
+        if writer is not None:
+          writer.close()
+        shards.append({"path": SHARD_NAME.format(index=len(shards)), "pairs": 0})
+        writer = ArrayRecordWriter(str(tmp / shards[-1]["path"]), "group_size:1")
+      writer.write(record)
+      shards[-1]["pairs"] += 1
+      longest = max(longest, len(c_ids), len(r_ids))
+      fingerprint.update(record[:8 + struct.unpack_from("<I", record, 4)[0]])  # id and hash
+    if writer is not None:
+      writer.close()
+    manifest = {"format": MANIFEST_FORMAT, "longest": int(longest), "shards": shards,
+                "pairs": sum(s["pairs"] for s in shards),
+                "fingerprint": fingerprint.hexdigest()[:20], **manifest_fields}
+    (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+    os.chmod(tmp, 0o755)
+    if output.exists():
+      shutil.rmtree(output)
+    os.rename(tmp, output)
+  finally:
+    shutil.rmtree(tmp, ignore_errors=True)
+  return manifest
+
+
 def prepare_pairs(inputs, output, *, tokenizer=None, max_length: int = 2048,
                   overlong: str = "truncate", shard_size: int = 10_000) -> dict:
   """Tokenizes pair files (or directories of them) into `output`; returns the manifest."""
-  from array_record.python.array_record_module import ArrayRecordWriter
-
   from distil_jax import tokenizer as tokenizer_lib
   if overlong not in OVERLONG_POLICIES:
     raise ValueError(f"overlong must be one of {OVERLONG_POLICIES}, got {overlong!r}")
@@ -101,14 +134,11 @@ def prepare_pairs(inputs, output, *, tokenizer=None, max_length: int = 2048,
   if tokenizer is None or isinstance(tokenizer, (str, os.PathLike)):
     tokenizer = tokenizer_lib.load_tokenizer(tokenizer)
   encoder = ChatEncoder(tokenizer)
-  output = Path(output)
-  output.parent.mkdir(parents=True, exist_ok=True)
-  tmp = Path(tempfile.mkdtemp(prefix=f".{output.name}.tmp-", dir=output.parent))
   counts = {"pairs_read": 0, "pairs": 0, "truncated": 0, "overlong": 0,
             "overlong_no_response_left": 0, "duplicate_ids": 0}
-  shards, seen, lengths, fingerprint = [], set(), [], hashlib.sha256()
-  writer = None
-  try:
+
+  def tokenized():
+    seen = set()
     for path in files:
       for pair in pair_format.read_pairs(path):
         counts["pairs_read"] += 1
@@ -125,35 +155,16 @@ def prepare_pairs(inputs, output, *, tokenizer=None, max_length: int = 2048,
             counts["overlong_no_response_left"] += 1
             continue
           counts["truncated"] += 1
-        (c_ids, c_mask), (r_ids, r_mask) = encoded
-        record = encode_pair_record(pair["id"], c_ids, c_mask, r_ids, r_mask)
-        if writer is None or shards[-1]["pairs"] >= shard_size:
-          if writer is not None:
-            writer.close()
-          shards.append({"path": SHARD_NAME.format(index=len(shards)), "pairs": 0})
-          writer = ArrayRecordWriter(str(tmp / shards[-1]["path"]), "group_size:1")
-        writer.write(record)
-        shards[-1]["pairs"] += 1
         seen.add(pair["id"])
         counts["pairs"] += 1
-        lengths.append(max(len(c_ids), len(r_ids)))
-        fingerprint.update(record[:8 + struct.unpack_from("<I", record, 4)[0]])
-    if writer is not None:
-      writer.close()
-    manifest = {"format": MANIFEST_FORMAT, "max_length": max_length, "overlong": overlong,
-                "counts": counts, "longest": int(max(lengths, default=0)), "shards": shards,
-                "fingerprint": fingerprint.hexdigest()[:20],
-                "sources": [str(p.resolve()) for p in files],
-                "tokenizer": {"id": tokenizer.name_or_path,
-                              "fingerprint": tokenizer_lib.tokenizer_fingerprint(tokenizer)}}
-    (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
-    os.chmod(tmp, 0o755)
-    if output.exists():
-      shutil.rmtree(output)
-    os.rename(tmp, output)
-  finally:
-    shutil.rmtree(tmp, ignore_errors=True)
-  return manifest
+        (c_ids, c_mask), (r_ids, r_mask) = encoded
+        yield pair["id"], c_ids, c_mask, r_ids, r_mask
+
+  return write_tokenized_pairs(
+      output, tokenized(), shard_size=shard_size, max_length=max_length, overlong=overlong,
+      counts=counts, sources=[str(p.resolve()) for p in files],
+      tokenizer={"id": tokenizer.name_or_path,
+                 "fingerprint": tokenizer_lib.tokenizer_fingerprint(tokenizer)})
 
 
 def read_manifest(directory) -> dict:
