@@ -37,7 +37,7 @@ def _run(args) -> int:
   import jax
 
   from distil_jax.commands.model_io import parse_mesh
-  from distil_jax.hf import from_pretrained
+  from distil_jax.loading import open_model
   from distil_jax.model.config import parse_dtype
   from distil_jax.pairs.reference import compute_reference_logprobs
   from distil_jax.sharding import make_mesh
@@ -45,8 +45,8 @@ def _run(args) -> int:
   sizes = (mesh_cfg.data, mesh_cfg.fsdp, mesh_cfg.tensor)
   mesh = make_mesh(mesh_cfg, devices=jax.devices() if -1 in sizes else
                    jax.devices()[:math.prod(sizes)])
-  model = from_pretrained(args.model, mesh=mesh,
-                          dtype=parse_dtype(args.dtype) if args.dtype else None)
+  model = open_model(args.model, mesh=mesh,
+                     dtype=parse_dtype(args.dtype) if args.dtype else None)
   try:
     manifest = compute_reference_logprobs(
         model, mesh, args.pairs, args.output, model_name=args.model, batch_size=args.batch_size,

@@ -2,7 +2,7 @@
 import jax.numpy as jnp
 import pytest
 
-import distil_jax
+from distil_jax.loading import open_model
 from distil_jax.testing.hf_models import make_hf_checkpoint
 
 CHAT = dict(vocab_size=151936, hidden_size=64, intermediate_size=64, num_hidden_layers=2,
@@ -22,4 +22,4 @@ def student_dir(tmp_path_factory):
 def student(student_dir):
   """(model, tokenizer) loaded once."""
   from distil_jax.tokenizer import load_tokenizer
-  return distil_jax.from_pretrained(student_dir, dtype=jnp.float32), load_tokenizer(student_dir)
+  return open_model(student_dir, dtype=jnp.float32), load_tokenizer(student_dir)
