@@ -74,8 +74,10 @@ def compute_reference_logprobs(model, mesh, pairs_dir, output, *, model_name: st
     _write_json(manifest_path, {"format": MANIFEST_FORMAT, "run": run_key, "complete": False})
   rows = 2 * batch_size
   processes = jax.process_count()
-  if rows % processes:
-    raise ValueError(f"2 * batch_size = {rows} rows do not divide over {processes} processes")
+  batch_shards = mesh.shape["data"] * mesh.shape["fsdp"]
+  if rows % processes or rows % batch_shards:
+    raise ValueError(f"2 * batch_size = {rows} rows do not divide over {processes} processes "
+                     f"and {batch_shards} batch shards of the mesh; change --batch_size")
   sharding = NamedSharding(mesh, logical_to_spec(("batch", "seq"), rules))
   graphdef, state = nnx.split(model)
   with use_mesh(mesh, rules):

@@ -120,9 +120,15 @@ def test_ref_logprobs_resumes_where_it_stopped(prepared, student_dir, tmp_path):
   before = (tmp_path / "ref" / "ref-00001.jsonl").read_text()
   (tmp_path / "ref" / "ref-00001.jsonl").unlink()  # as if killed while on the second shard
   stamps = {p.name: p.stat().st_mtime_ns for p in (tmp_path / "ref").glob("ref-*.jsonl")}
+  # The rerun spreads each batch over 8 devices (rows sharded by the mesh): the same values.
   assert main(["ref-logprobs", "--model", student_dir, "--pairs", str(prepared / "tok"), "--output",
-               str(tmp_path / "ref"), "--batch_size", "2", "--chunk", "16", "--dtype", "float32"]) == 0
-  assert (tmp_path / "ref" / "ref-00001.jsonl").read_text() == before
+               str(tmp_path / "ref"), "--batch_size", "4", "--chunk", "16", "--dtype", "float32",
+               "--mesh", "data=8"]) == 0
+  redone = [json.loads(line) for line in (tmp_path / "ref" / "ref-00001.jsonl").read_text().splitlines()]
+  for got, want in zip(redone, [json.loads(line) for line in before.splitlines()], strict=True):
+    assert got["id"] == want["id"] and got["hash"] == want["hash"]
+    np.testing.assert_allclose([got["ref_chosen_logp"], got["ref_rejected_logp"]],
+                               [want["ref_chosen_logp"], want["ref_rejected_logp"]], rtol=1e-5)
   assert {n: (tmp_path / "ref" / n).stat().st_mtime_ns for n in stamps} == stamps  # untouched
 
 
