@@ -22,6 +22,7 @@ COMMANDS = {
     "make-pairs": "teacher answers vs the student's own generations -> preference pairs (JSONL)",
     "prepare-pairs": "preference pairs -> tokenized pair shards (chat template, response masks)",
     "ref-logprobs": "tokenized pairs -> the reference model's summed response log-probs",
+    "eval": "instruction following (IFEval), judges, perplexity and speed of a checkpoint or endpoint",
 }
 
 

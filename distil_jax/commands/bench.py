@@ -1,4 +1,5 @@
-"""`distil-jax bench --config configs/sft/x.py`: speed of the SFT train step.
+"""`distil-jax bench --config configs/sft/x.py`: speed of the SFT train step (a KD config:
+`distil_jax/train/kd_bench.py`, the distillation step against its parts).
 
 Reports tokens/s, model TFLOP/s per device (PaLM convention, 6N + 12*L*d*S per token), MFU
 against the device's datasheet bf16 peak, `of_ceiling` against a bf16 matmul ceiling measured in
@@ -43,6 +44,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
   parser.add_argument("--hf_compile", action="store_true", help="torch.compile the HF model")
   parser.add_argument("--hf_grad_ckpt", action="store_true",
                       help="gradient checkpointing in the HF model")
+  parser.add_argument("--teacher_preset", default="qwen2p5_7b",
+                      help="KD configs: the teacher's shape (a ModelConfig size), random init")
 
 
 def _peak_memory(compiled) -> tuple[float, str]:
@@ -185,11 +188,15 @@ def run(args: argparse.Namespace) -> int:
       print("distil-jax bench: --mode decode needs distil_jax.generate.bench, not installed")
       return 2
     return int(importlib.import_module("distil_jax.generate.bench").run_decode_bench(args) or 0)
+  from distil_jax.train.config import from_config_dict, load_config
+  cfg = from_config_dict(load_config(args.config, args.overrides))
+  if cfg.loss.kind == "kd":
+    from distil_jax.train.kd_bench import run_kd_bench
+    print(json.dumps(run_kd_bench(args, cfg), indent=2))
+    return 0
   if not args.hf:
     print(json.dumps(run_train_bench(args), indent=2))
     return 0
-  from distil_jax.train.config import from_config_dict, load_config
-  cfg = from_config_dict(load_config(args.config, args.overrides))
   theirs = run_hf_bench(args, cfg)  # first: see the module docstring
   ours = run_train_bench(args)
   print(json.dumps(_side_by_side(ours, theirs, cfg.model.flops_per_token(cfg.data.seq_len)),

@@ -45,6 +45,33 @@ def _write_atomically(path: str, text: str) -> None:
   os.replace(f"{path}.tmp", path)
 
 
+def _bind_to_data(cfg):
+  """What the data decides: the vocabulary columns a teacher and the student share (the
+  tokenizer's real tokens), and a refusal of a teacher whose tokenizer is not the data's."""
+  import dataclasses
+  from distil_jax.data import read_manifest
+  tokenizer = read_manifest(cfg.data.path).get("tokenizer") or {}
+  for name, frozen in cfg.frozen.items():
+    _check_tokenizer(name, frozen.path, cfg.data.path, tokenizer)
+  if getattr(cfg.loss, "vocab_columns", None) == 0 and tokenizer.get("vocab_size"):
+    cfg = dataclasses.replace(cfg, loss=dataclasses.replace(
+        cfg.loss, vocab_columns=int(tokenizer["vocab_size"])))
+  return cfg
+
+
+def _check_tokenizer(name: str, model_path: str, data_path: str, data_tokenizer: dict) -> None:
+  if not model_path or not os.path.isfile(os.path.join(model_path, "tokenizer.json")):
+    return  # a converted checkpoint or a run carries no tokenizer of its own
+  from distil_jax.tokenizer import load_tokenizer, tokenizer_fingerprint
+  theirs = tokenizer_fingerprint(load_tokenizer(model_path))
+  ours = data_tokenizer.get("fingerprint")
+  if ours and theirs != ours:
+    raise ValueError(
+        f"the {name} at {model_path} has another tokenizer than the data at {data_path} "
+        f"(tokenizer fingerprints {theirs[:12]} vs {ours[:12]}, the data's from "
+        f"{data_tokenizer.get('id')!r}): distillation needs one shared tokenizer")
+
+
 def run(args: argparse.Namespace) -> int:
   from distil_jax.train.config import from_config_dict, load_config
   try:
@@ -88,8 +115,14 @@ def _train(args, cfg, config_dict) -> int:
       print(f"distil-jax train: data error: {e}", file=sys.stderr)
       return 2
   else:
+    try:
+      cfg = _bind_to_data(cfg)
+    except ValueError as e:
+      print(f"distil-jax train: {e}", file=sys.stderr)
+      return 2
+    extra = {"teacher_store": cfg.data.teacher_store} if cfg.data.teacher_store else {}
     batches = make_iterator(
-        cfg.data.path, seq_len=cfg.data.seq_len,
+        cfg.data.path, seq_len=cfg.data.seq_len, **extra,
         batch_size=cfg.data.batch_size // jax.process_count(), seed=cfg.data.seed,
         shard_index=jax.process_index(), shard_count=jax.process_count(),
         max_documents_per_row=cfg.model.max_segments_per_row or None,

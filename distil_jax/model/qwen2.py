@@ -155,19 +155,39 @@ class Qwen2(nnx.Module):
     def body(x, xs):
       params, kv = xs
       x, kv = decoder_layer(cfg, x, params, positions_BxT, segment_ids_BxT, kv)
-      return x, (kv, x if collect else None)
+      return x, (kv, x if collect is True else None)
 
     if cfg.remat_policy is not RematPolicy.NONE:
       body = jax.checkpoint(body, policy=_POLICIES[cfg.remat_policy], prevent_cse=False)
     kv_in = None if cache is None else (cache.k, cache.v)
-    x, (kv_out, per_layer) = jax.lax.scan(body, x, (self.layers.arrays(), kv_in))
+    layers = self.layers.arrays()
+    if collect is True or not collect:
+      x, (kv_out, per_layer) = jax.lax.scan(body, x, (layers, kv_in))
+    else:
+      # Only the asked layers' outputs: the scan is cut after each of them, so no
+      # [num_layers, B, T, D] stack exists (a 72B teacher has 80 layers; fusion reads a few).
+      assert cache is None, "collecting chosen layers is a training-time feature"
+      outputs, start = [], 0
+      for end in sorted(set(collect)):
+        if not 0 <= end < cfg.num_layers:
+          raise ValueError(f"layer {end} outside [0, {cfg.num_layers})")
+        segment = jax.tree.map(lambda a: a[start:end + 1], layers)
+        x, _ = jax.lax.scan(body, x, (segment, None))
+        outputs.append(x)
+        start = end + 1
+      if start < cfg.num_layers:
+        x, _ = jax.lax.scan(body, x, (jax.tree.map(lambda a: a[start:], layers), None))
+      by_layer = dict(zip(sorted(set(collect)), outputs))
+      per_layer, kv_out = jnp.stack([by_layer[i] for i in collect]), None
     h = rms_norm(x, self.final_norm[...], cfg.rms_norm_eps)
     new_cache = None if cache is None else KVCache(k=kv_out[0], v=kv_out[1])
     return h, per_layer, new_cache
 
   def hidden_states(self, input_ids_BxT, positions_BxT=None, segment_ids_BxT=None, *,
-                    collect: bool = False):
-    """(final-normed hidden [B,T,D], per-layer outputs [layers,B,T,D] if `collect`)."""
+                    collect: bool | tuple[int, ...] = False):
+    """(final-normed hidden [B,T,D], per-layer outputs): every layer's output
+    [num_layers,B,T,D] if `collect` is True, only the listed layers' [len(collect),B,T,D] (in
+    the listed order) if it is a tuple of layer indices, None if False."""
     h, per_layer, _ = self._run(input_ids_BxT, positions_BxT, segment_ids_BxT, None, collect)
     return h, per_layer
 

@@ -44,6 +44,7 @@ class OptimConfig:
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class DataConfig:
   path: str = ""  # a directory written by `distil-jax prepare`
+  teacher_store: str = ""  # offline KD: a directory written by `distil-jax teacher-logits`
   seq_len: int = 2048
   batch_size: int = 8  # global, in packed rows
   seed: int = 0  # shuffle seed

@@ -106,10 +106,12 @@ def train(cfg: TrainConfig, workdir: str, batches: Iterator, *, loss: Loss | Non
   try:
     with use_mesh(mesh, cfg.rules), _StopFlag().installed(signals) as stop:
       frozen_models = open_frozen(cfg, loss, mesh)
-      make_extra = getattr(loss, "extra_module", None)
-      if make_extra is not None:
-        make_extra = make_extra(cfg.model, {n: m.cfg for n, m in frozen_models.items()},
-                                cfg.seed)
+      frozen_cfgs = {n: m.cfg for n, m in frozen_models.items()}
+      if hasattr(loss, "bind"):  # settle what depends on the models' shapes
+        loss = loss.bind(cfg.model, frozen_cfgs)
+      make_extra = None
+      if hasattr(loss, "extra_module"):
+        make_extra = loss.extra_module(cfg.model, frozen_cfgs, cfg.seed)
       graphdef, extra_graphdef, abstract_state = abstract_train_state(cfg, mesh, tx, make_extra)
       latest = ckpt.latest_step()
       if latest is not None:

@@ -11,6 +11,7 @@ import json
 import re
 
 _AGENT = re.compile(r"curation agent `(\w+)`")
+_EVAL_JUDGE = re.compile(r"eval judge `(\w+)`")  # distil_jax.eval.judges' system prompts
 _TAG = re.compile(r"<instruction>(.*?)</instruction>", re.S)
 _TASK_WORDS = [("math", ("solve", "compute", "sum", "equation", "number", "计算")),
                ("code_generation", ("write a function", "python", "code", "函数")),
@@ -67,12 +68,22 @@ def _judge(prompt: str, h: int) -> str:
     return "My assessment:\n```json\n" + json.dumps(scores) + "\n```\nThe answer is adequate."
 
 
+def eval_judge_answer(kind: str, h: int) -> str:
+    """`single`: a rating 1 + h % 10; `pairwise`: A, B or C (tie) by h % 3, in judge prose."""
+    if kind == "single":
+        return f"The answer addresses the question.\nRating: [[{1 + h % 10}]]"
+    return f"Both answers were read with care.\nFinal verdict: [[{'ABC'[h % 3]}]]"
+
+
 def answer(request: dict) -> tuple[str, str]:
     """Returns (content, finish_reason) for a chat-completions request body."""
     messages = request["messages"]
     system = next((m["content"] for m in messages if m["role"] == "system"), "")
     prompt = _last_user(messages)
     h = _digest(json.dumps([messages, request.get("seed")], sort_keys=True))
+    judge = _EVAL_JUDGE.search(system)
+    if judge:
+        return eval_judge_answer(judge.group(1), h), "stop"
     match = _AGENT.search(system)
     agent = match.group(1) if match else "student"
     if agent == "classify":

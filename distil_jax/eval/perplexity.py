@@ -1,0 +1,120 @@
+"""Held-out loss and perplexity of a model on prepared shards (`distil-jax prepare` output).
+
+Every example is read once, in manifest order, one document a row (truncated to `seq_len`), so the
+figure does not depend on packing or shuffling. The loss is the training loss without a gradient:
+`chunked_cross_entropy` over the tokens the shards mark (assistant turns), in float32:
+
+    loss = sum_t m_t * (logsumexp(z_t) - z_t[y_t]) / sum_t m_t,   perplexity = exp(loss)
+
+where z_t are the logits predicting token y_t = ids[t+1] and m_t = mask[t+1]. Batches are placed
+on the mesh's batch axes; the model's own shardings (from `from_pretrained(mesh=...)`) stay as they are.
+"""
+from __future__ import annotations
+
+import functools
+import math
+import sys
+from pathlib import Path
+
+import jax
+import numpy as np
+from tqdm import tqdm
+
+
+def read_documents(data_dir: str, seq_len: int):
+  """(ids, target_ids, loss_mask) per example, in manifest order."""
+  from distil_jax.data import shards
+
+  manifest = shards.read_manifest(data_dir)
+  for shard in manifest["shards"]:
+    if not shard["examples"]:
+      continue
+    for record in shards.read_records(Path(data_dir) / shard["path"]):
+      _, ids, mask = shards.decode_record(record)
+      ids, mask = ids[:seq_len], mask[:seq_len]
+      targets = np.zeros_like(ids)
+      targets[:-1] = ids[1:]
+      loss_mask = np.zeros(ids.shape, np.float32)
+      loss_mask[:-1] = mask[1:]
+      yield ids, targets, loss_mask
+
+
+def _row_bucket(n: int, seq_len: int) -> int:
+  return min(seq_len, max(16, 1 << max(0, n - 1).bit_length()))
+
+
+def _batches(docs, batch_size: int, seq_len: int, rows_multiple: int):
+  pending = []
+  for doc in docs:
+    pending.append(doc)
+    if len(pending) == batch_size:
+      yield _stack(pending, batch_size, seq_len)
+      pending = []
+  if pending:  # the tail: padded with empty rows (mask 0), so nothing is dropped
+    yield _stack(pending, -(-len(pending) // rows_multiple) * rows_multiple, seq_len)
+
+
+def _stack(docs, rows: int, seq_len: int) -> dict[str, np.ndarray]:
+  length = _row_bucket(max(len(d[0]) for d in docs), seq_len)
+  batch = {"input_ids": np.zeros((rows, length), np.int32), "target_ids": np.zeros((rows, length), np.int32),
+           "loss_mask": np.zeros((rows, length), np.float32), "segment_ids": np.zeros((rows, length), np.int32),
+           "positions": np.zeros((rows, length), np.int32)}
+  for r, (ids, targets, mask) in enumerate(docs):
+    n = len(ids)
+    batch["input_ids"][r, :n] = ids
+    batch["target_ids"][r, :n] = targets
+    batch["loss_mask"][r, :n] = mask
+    batch["segment_ids"][r, :n] = 1
+    batch["positions"][r, :n] = np.arange(n)
+  return batch
+
+
+@functools.partial(jax.jit, static_argnames=("graphdef", "chunk"))
+def _sums(graphdef, state, batch, *, chunk: int):
+  from flax import nnx
+  import jax.numpy as jnp
+  from distil_jax.train.losses import chunked_cross_entropy
+
+  model = nnx.merge(graphdef, state)
+  h_BxLxD, _ = model.hidden_states(batch["input_ids"], batch["positions"], batch["segment_ids"])
+  loss_sum, correct = chunked_cross_entropy(h_BxLxD, model.unembed_matrix(), batch["target_ids"],
+                                            batch["loss_mask"], chunk=chunk)
+  return loss_sum, jnp.sum(batch["loss_mask"]), correct
+
+
+def evaluate_loss(model, data_dir: str, *, seq_len: int = 2048, batch_size: int = 8, chunk: int = 512,
+                  mesh=None, progress: bool = True) -> dict:
+  """{"loss", "perplexity", "tokens", "examples", "token_accuracy"} over every example once."""
+  from flax import nnx
+  from distil_jax.data import read_manifest
+  from distil_jax.sharding import DEFAULT_RULES, use_mesh
+  from distil_jax.train.step import batch_sharding
+
+  graphdef, state = nnx.split(model)
+  examples = sum(s["examples"] for s in read_manifest(data_dir)["shards"])
+  rows_multiple = 1
+  sharding = None
+  if mesh is not None:
+    sharding = batch_sharding(mesh, DEFAULT_RULES)
+    axes = sharding.spec[0] or ()
+    rows_multiple = math.prod(mesh.shape[a] for a in ((axes,) if isinstance(axes, str) else axes))
+    if batch_size % rows_multiple:
+      raise ValueError(f"batch_size {batch_size} must divide by the mesh's {rows_multiple} batch shards")
+  loss = tokens = correct = 0.0
+  bar = tqdm(total=examples, desc="perplexity", unit="ex", disable=not progress, file=sys.stderr)
+  for batch in _batches(read_documents(data_dir, seq_len), batch_size, seq_len, rows_multiple):
+    if sharding is not None:
+      batch = {k: jax.device_put(v, sharding) for k, v in batch.items()}
+      with use_mesh(mesh, DEFAULT_RULES):
+        sums = _sums(graphdef, state, batch, chunk=min(chunk, batch["input_ids"].shape[1]))
+    else:
+      sums = _sums(graphdef, state, batch, chunk=min(chunk, batch["input_ids"].shape[1]))
+    l, t, c = (float(x) for x in jax.device_get(sums))
+    loss, tokens, correct = loss + l, tokens + t, correct + c
+    bar.update(int(np.count_nonzero(np.asarray(jax.device_get(batch["segment_ids"]))[:, 0])))
+  bar.close()
+  if tokens == 0:
+    raise ValueError(f"{data_dir}: no target tokens (every loss_mask is 0)")
+  mean = loss / tokens
+  return {"loss": mean, "perplexity": math.exp(mean), "tokens": int(tokens), "examples": examples,
+          "token_accuracy": correct / tokens}
