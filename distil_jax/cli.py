@@ -20,6 +20,9 @@ COMMANDS = {
     "bench": "throughput benchmark of a train step or of decoding",
     "curate": "teacher-agent curation pipeline over OpenAI-compatible APIs",
     "serve": "OpenAI-compatible server over the generation engine",
+    "make-pairs": "teacher answers vs the student's own generations -> preference pairs (JSONL)",
+    "prepare-pairs": "preference pairs -> tokenized pair shards (chat template, response masks)",
+    "ref-logprobs": "tokenized pairs -> the reference model's summed response log-probs",
     "eval": "instruction following (IFEval), judges, perplexity and speed of a checkpoint or endpoint",
 }
 

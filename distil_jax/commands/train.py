@@ -122,8 +122,12 @@ def _train(args, cfg, config_dict) -> int:
 
   # Inputs first: nothing is created or rewritten in the workdir until they all pass.
   try:
-    check_data_dir(cfg.data.path)
-    cfg = _bind_to_data(cfg)  # KD: the shared vocabulary; a teacher with another tokenizer
+    if getattr(cfg.loss, "batches", None) is None:  # token data (DPO pairs check their own)
+      check_data_dir(cfg.data.path)
+      cfg = _bind_to_data(cfg)  # KD: the shared vocabulary; a teacher with another tokenizer
+    elif not cfg.data.path:
+      raise ValueError("data.path is empty; pass --config.data.path=<a directory written by "
+                       "distil-jax prepare-pairs>")
     if args.export:
       check_export_dir(args.export)
   except (OSError, ValueError) as e:
@@ -158,13 +162,23 @@ def _train(args, cfg, config_dict) -> int:
 
 def _train_locked(args, cfg, make_iterator, train) -> int:
   import jax
-  extra = {"teacher_store": cfg.data.teacher_store} if cfg.data.teacher_store else {}
-  batches = make_iterator(
-      cfg.data.path, seq_len=cfg.data.seq_len, **extra,
-      batch_size=cfg.data.batch_size // jax.process_count(), seed=cfg.data.seed,
-      shard_index=jax.process_index(), shard_count=jax.process_count(),
-      max_documents_per_row=cfg.model.max_segments_per_row or None,
-      num_epochs=cfg.data.num_epochs or None, worker_count=cfg.data.worker_count)
+  make_batches = getattr(cfg.loss, "batches", None)  # a loss with its own data (DPO pairs)
+  if make_batches is not None:
+    try:
+      batches = make_batches(cfg, shard_index=jax.process_index(),
+                             shard_count=jax.process_count())
+    except (ValueError, FileNotFoundError) as e:
+      if jax.process_count() > 1:
+        raise
+      return _error(f"data: {e}")
+  else:
+    extra = {"teacher_store": cfg.data.teacher_store} if cfg.data.teacher_store else {}
+    batches = make_iterator(
+        cfg.data.path, seq_len=cfg.data.seq_len, **extra,
+        batch_size=cfg.data.batch_size // jax.process_count(), seed=cfg.data.seed,
+        shard_index=jax.process_index(), shard_count=jax.process_count(),
+        max_documents_per_row=cfg.model.max_segments_per_row or None,
+        num_epochs=cfg.data.num_epochs or None, worker_count=cfg.data.worker_count)
   result = train(cfg, args.workdir, batches, progress=not args.no_progress)
   summary = {"step": result.step, "preempted": result.preempted,
              "data_exhausted": result.data_exhausted, **result.last_metrics}

@@ -14,6 +14,7 @@ import time
 from typing import TextIO
 
 from distil_jax.curate import manifest, shards
+from distil_jax.curate.pairs import write_judge_pairs
 from distil_jax.curate.agents import classify, expand, judge, refine, rewrite, verify
 from distil_jax.curate.agents.base import StageContext
 from distil_jax.curate.client import TeacherClient
@@ -101,10 +102,13 @@ async def run_pipeline(plan: RunPlan, *, progress_stream: TextIO | None = None) 
         journal.close()
     names = [] if fatal else shards.write_shards(plan.output_dir, [r.to_json() for r in records],
                                                  config.num_output_shards)
+    pair_names = [] if fatal or StageKind.JUDGE not in config.stages else write_judge_pairs(
+        plan.output_dir, records, config)
     result = manifest.build_manifest(
         config_path=plan.config_path, shard_index=plan.shard_index, num_shards=plan.num_shards,
         records_in=records_in, records_out=len(records) if not fatal else 0,
         stages=[r.as_dict() for r in reports], endpoints=endpoint_stats, shards=names,
         seconds=time.monotonic() - started, fatal=fatal)
+    result["pairs"] = pair_names  # the judge's teacher-vs-student pairs (distil_jax.pairs.format)
     manifest.write_json_atomically(os.path.join(plan.output_dir, MANIFEST_NAME), result)
     return result

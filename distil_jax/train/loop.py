@@ -143,7 +143,8 @@ def _run(cfg, state, step_fn, batches, ckpt, writer, stop, mesh, multi, progress
   key = jax.device_put(jax.random.key(cfg.seed), NamedSharding(mesh, PartitionSpec()))
   fields = loss.fields()
   in_shardings = field_shardings(fields, mesh, cfg.rules)
-  tokens_per_step = cfg.data.batch_size * cfg.data.seq_len
+  # A pair loss runs two rows (chosen, rejected) per example.
+  tokens_per_step = cfg.data.batch_size * cfg.data.seq_len * getattr(loss, "rows_per_example", 1)
   flops_per_token = cfg.model.flops_per_token(cfg.data.seq_len)
   peak = M.peak_flops_per_device()
   timer = M.StepTimer()
