@@ -141,9 +141,18 @@ async def _serve(app: App, host: str, port: int, ready=None, stop: asyncio.Event
                  on_signals: bool = False):
   app.batcher.start()
   c = app.config
-  server = await asyncio.start_server(
-      lambda r, w: serve_connection(app, r, w, read_timeout_s=c.read_timeout_s,
-                                    idle_timeout_s=c.idle_timeout_s), host, port, backlog=1024)
+  connections: set[asyncio.Task] = set()
+
+  async def connection(reader, writer):
+    task = asyncio.current_task()
+    connections.add(task)
+    try:
+      await serve_connection(app, reader, writer, read_timeout_s=c.read_timeout_s,
+                             idle_timeout_s=c.idle_timeout_s)
+    finally:
+      connections.discard(task)
+
+  server = await asyncio.start_server(connection, host, port, backlog=1024)
   stop = stop or asyncio.Event()
   loop = asyncio.get_running_loop()
   if on_signals:
@@ -160,6 +169,10 @@ async def _serve(app: App, host: str, port: int, ready=None, stop: asyncio.Event
     async with server:
       await stop.wait()
       await asyncio.sleep(0.05)  # let the last responses flush
+      server.close()
+      for task in list(connections):  # idle keep-alive connections
+        task.cancel()
+      await asyncio.gather(*connections, return_exceptions=True)
   finally:
     await app.batcher.stop()
 
