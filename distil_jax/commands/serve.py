@@ -43,6 +43,7 @@ def run(args) -> int:
             default_sampling=generation_defaults(args.model), max_batch=args.max_batch,
             max_wait_s=args.max_wait_ms / 1000, read_timeout_s=args.read_timeout_s,
             idle_timeout_s=args.idle_timeout_s)
+        _check_positions(args.model, args.max_model_len)
         tokenizer = load_tokenizer_for(args.model)
         model = load_model(args.model, dtype=parse_dtype(args.dtype) if args.dtype else None)
         serve_forever(model, tokenizer, args.host, args.port, config)
@@ -50,3 +51,16 @@ def run(args) -> int:
         print(f"distil-jax serve: {e}", file=sys.stderr)
         return 2
     return 0
+
+
+def _check_positions(model_dir: str, max_model_len: int | None) -> None:
+    """Refuses an impossible --max_model_len before a long model load (the app checks it again)."""
+    config = Path(model_dir) / "config.json"
+    if max_model_len is None or not config.is_file():
+        return
+    import json
+
+    positions = json.loads(config.read_text()).get("max_position_embeddings")
+    if positions is not None and not 0 < max_model_len <= positions:
+        raise ValueError(f"--max_model_len {max_model_len} is beyond the model's {positions} "
+                         f"positions (max_position_embeddings in {config})")
