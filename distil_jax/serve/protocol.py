@@ -16,6 +16,7 @@ from distil_jax.serve.tools import ToolError, check_tools, template_tool_calls
 
 MAX_LOGPROBS = 20
 MAX_N = 16
+MAX_STOP = 32
 CHAT_ROLES = ("system", "user", "assistant", "tool")
 COMMON_FIELDS = {"model", "temperature", "top_p", "top_k", "max_tokens", "n", "stream",
                  "stream_options", "stop", "seed", "frequency_penalty", "presence_penalty",
@@ -150,10 +151,11 @@ def _common(body, allowed, served, strict_model, defaults: Defaults, vocab: int)
     stop = ()
   elif isinstance(stop, str):
     stop = (stop,) if stop else ()
-  elif isinstance(stop, list) and all(isinstance(s, str) for s in stop) and len(stop) <= 4:
-    stop = tuple(s for s in stop if s)
+  elif isinstance(stop, list) and all(isinstance(s, str) for s in stop) and len(stop) <= MAX_STOP:
+    stop = tuple(s for s in stop if s)  # more than OpenAI's 4: harnesses send their whole list
   else:
-    raise RequestError("'stop' must be a string or a list of at most 4 strings", param="stop")
+    raise RequestError(f"'stop' must be a string or a list of at most {MAX_STOP} strings",
+                       param="stop")
   return dict(model=model, stream=stream, include_usage=bool(options.get("include_usage")),
               seed=seed, stop=stop, n=_number(body, "n", 1, int, 1, MAX_N),
               sampling=_sampling(body, defaults.sampling, vocab))
