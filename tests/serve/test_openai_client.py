@@ -106,9 +106,9 @@ def test_repetition_penalty_reduces_repeats(client, tokenizer):
 def test_seed_and_n(client):
   ask = lambda **kw: client.chat.completions.create(model="tiny", messages=QUESTION,
                                                     temperature=1.0, max_tokens=8, **kw)
-  first, second, other = ask(seed=7, n=3), ask(seed=7, n=3), ask(seed=8, n=3)
+  first, second, other = ask(seed=7, n=2), ask(seed=7, n=2), ask(seed=8, n=2)
   texts = lambda r: [c.message.content for c in r.choices]
-  assert [c.index for c in first.choices] == [0, 1, 2]
+  assert [c.index for c in first.choices] == [0, 1]
   assert texts(first) == texts(second)  # same seed, same answers
   assert texts(first) != texts(other)
   assert len(set(texts(first))) > 1  # the n choices are separate samples
