@@ -65,6 +65,7 @@ class Job:
   include_usage: bool = False
   echo: bool = False
   tools: bool = False  # parse <tool_call> blocks out of the replies
+  parallel_tool_calls: bool = True  # False: only a reply's first call is returned
 
 
 def _number(body, name, default, kind, lo=None, hi=None):
@@ -241,7 +242,8 @@ def _parse_chat(body, tokenizer, served, defaults, strict_model) -> Job:
   rows = [Row(prompt, max_tokens, c["sampling"], c["seed"], i,
               0 if logprobs is None else max(logprobs, 1)) for i in range(c["n"])]
   return Job("chat", c["model"], rows, c["n"], c["stop"], logprobs, c["stream"],
-             c["include_usage"], tools=tools is not None)
+             c["include_usage"], tools=tools is not None,
+             parallel_tool_calls=body.get("parallel_tool_calls") is not False)
 
 
 def _prompts(prompt, tokenizer) -> list[list[int]]:

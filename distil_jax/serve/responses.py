@@ -80,6 +80,7 @@ def _message(job: Job, choice: Choice) -> tuple[dict, str]:
   if job.tools:
     content, calls = parse_tool_calls(choice.text)
     if calls:
+      calls = calls if job.parallel_tool_calls else calls[:1]
       return {"role": "assistant", "content": content, "tool_calls": calls}, "tool_calls"
   return {"role": "assistant", "content": choice.text}, choice.finish_reason
 

@@ -81,3 +81,17 @@ def test_a_reply_with_a_call_becomes_tool_calls(tokenizer, stream):
     assert events[-1]["choices"][0]["finish_reason"] == "tool_calls"
   assert [c["function"]["name"] for c in calls] == ["get_weather"]
   assert json.loads(calls[0]["function"]["arguments"]) == {"city": "Paris"}
+
+
+def test_parallel_tool_calls_false_returns_the_first_call_only(tokenizer):
+  reply = ('<tool_call>\n{"name": "a", "arguments": {}}\n</tool_call>\n'
+           '<tool_call>\n{"name": "b", "arguments": {}}\n</tool_call>')
+  answer = responses.Answer(Completion(tokenizer.encode(reply), "stop"))
+  names = []
+  for parallel in (True, False):
+    job = protocol.parse_chat({"model": "tiny", "messages": ROUND_TRIP[:1], "tools": [WEATHER],
+                               "parallel_tool_calls": parallel}, tokenizer, ("tiny",),
+                              protocol.Defaults(max_len=4096))
+    message = responses.chat_response(job, [answer], tokenizer)["choices"][0]["message"]
+    names.append([c["function"]["name"] for c in message["tool_calls"]])
+  assert names == [["a", "b"], ["a"]]
