@@ -17,8 +17,9 @@ def add_arguments(parser) -> None:
                         help="answer 404 to any other `model` (default: every name reaches it)")
     parser.add_argument("--max_model_len", type=int, default=None,
                         help="prompt + completion limit (default: the model's max positions)")
-    parser.add_argument("--max_tokens", type=int, default=None,
-                        help="default max_tokens (default: the rest of the context)")
+    parser.add_argument("--max_tokens", type=int, default=512,
+                        help="max_tokens of a request that leaves it out, capped to the rest of "
+                             "the context (0: the whole rest of the context)")
     parser.add_argument("--max_batch", type=int, default=32)
     parser.add_argument("--max_wait_ms", type=float, default=10.0,
                         help="how long an idle server waits to fill a batch")
@@ -39,7 +40,7 @@ def run(args) -> int:
     try:
         config = ServeConfig(
             served_model_names=(name,), strict_model_name=args.strict_model_name,
-            max_model_len=args.max_model_len, default_max_tokens=args.max_tokens,
+            max_model_len=args.max_model_len, default_max_tokens=args.max_tokens or None,
             default_sampling=generation_defaults(args.model), max_batch=args.max_batch,
             max_wait_s=args.max_wait_ms / 1000, read_timeout_s=args.read_timeout_s,
             idle_timeout_s=args.idle_timeout_s)

@@ -27,7 +27,9 @@ class ServeConfig:
   served_model_names: tuple[str, ...] = ("distil-jax",)
   strict_model_name: bool = False  # True: a `model` not in served_model_names is a 404
   max_model_len: int | None = None  # default: the model's max_position_embeddings
-  default_max_tokens: int | None = None  # None: the rest of the context
+  # A request without max_tokens gets this, capped to the rest of the context (None: all of it;
+  # the KV cache is sized by the request, so "all" is costly on long-context models).
+  default_max_tokens: int | None = 512
   default_sampling: Sampling = Sampling(temperature=1.0)  # the checkpoint's generation_config
   max_batch: int = 32
   max_wait_s: float = 0.01
