@@ -39,17 +39,19 @@ class Choice:
   text: str
   finish_reason: str
   tokens: list[int]  # the tokens whose text is in `text`
-  pieces: list[str]  # text per token, summing to `text`
+  pieces: list[str] | None  # text per token, summing to `text` (None: not asked for)
   completion: Completion
 
 
-def finish(tokenizer, c: Completion, stop: tuple[str, ...]) -> Choice:
-  """The reply after cutting at the first stop string (the stop string left out)."""
+def finish(tokenizer, c: Completion, stop: tuple[str, ...], pieces: bool = True) -> Choice:
+  """The reply after cutting at the first stop string (the stop string left out). The text of
+  each token (`pieces`, quadratic in the length) is worked out only when asked for or needed."""
   text = decode(tokenizer, c.tokens)
-  pieces = _pieces(c.tokens, lambda ts: decode(tokenizer, ts))
   cuts = [i for i in (text.find(s) for s in stop) if i >= 0]
   if not cuts:
-    return Choice(text, c.finish_reason, list(c.tokens), pieces, c)
+    per_token = _pieces(c.tokens, lambda ts: decode(tokenizer, ts)) if pieces else None
+    return Choice(text, c.finish_reason, list(c.tokens), per_token, c)
+  pieces = _pieces(c.tokens, lambda ts: decode(tokenizer, ts))
   cut, kept, length = min(cuts), [], 0
   for piece in pieces:
     if length >= cut:
@@ -88,7 +90,7 @@ def _message(job: Job, choice: Choice) -> tuple[dict, str]:
 def chat_response(job: Job, answers: list[Answer], tokenizer) -> dict:
   choices = []
   for index, answer in enumerate(answers):
-    choice = finish(tokenizer, answer.completion, job.stop)
+    choice = finish(tokenizer, answer.completion, job.stop, pieces=job.logprobs is not None)
     message, reason = _message(job, choice)
     logprobs = None if job.logprobs is None else _chat_logprobs(choice, job.logprobs, tokenizer)
     choices.append({"index": index, "message": message, "logprobs": logprobs,
@@ -119,7 +121,7 @@ def _completion_logprobs(job: Job, answer: Answer, choice: Choice, prompt: list[
 def completion_response(job: Job, answers: list[Answer], tokenizer) -> dict:
   choices = []
   for index, (row, answer) in enumerate(zip(job.rows, answers)):
-    choice = finish(tokenizer, answer.completion, job.stop)
+    choice = finish(tokenizer, answer.completion, job.stop, pieces=job.logprobs is not None)
     text = (tokenizer.decode(row.prompt) + choice.text) if job.echo else choice.text
     logprobs = None
     if job.logprobs is not None:
