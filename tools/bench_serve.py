@@ -90,6 +90,9 @@ def main() -> None:
   parser.add_argument("--max_batch", type=int, default=32)
   parser.add_argument("--max_wait_ms", type=float, default=10.0)
   parser.add_argument("--no_stream", action="store_true", help="for servers without SSE")
+  parser.add_argument("--continuous", action="store_true", help="continuous batching")
+  parser.add_argument("--max_model_len", type=int, default=None,
+                      help="with --continuous: positions a slot holds")
   args = parser.parse_args()
 
   import jax
@@ -98,8 +101,9 @@ def main() -> None:
 
   # A generator without stop ids: every answer runs to max_tokens, so runs compare equal work.
   from distil_jax.generate.engine import Generator
+  extra = {"continuous": True, "max_model_len": args.max_model_len} if args.continuous else {}
   config = ServeConfig(served_model_names=("bench",), max_batch=args.max_batch,
-                       max_wait_s=args.max_wait_ms / 1000)
+                       max_wait_s=args.max_wait_ms / 1000, **extra)
   with start_server(Generator(_model(args.shape)), load_tokenizer(), config=config) as server:
     url = f"{server.url}/chat/completions"
     batch = 1
@@ -112,6 +116,7 @@ def main() -> None:
   print(json.dumps({
       "device": jax.devices()[0].device_kind, "shape": args.shape, "clients": args.clients,
       "requests": args.requests, "max_tokens": args.max_tokens, "stream": not args.no_stream,
+      "continuous": args.continuous,
       "requests_per_s": round(len(results) / seconds, 2),
       "new_tokens_per_s": round(sum(tokens) / seconds, 1),
       "ttft_p50_s": round(_pct(ttft, 0.5), 3), "latency_p50_s": round(_pct(latency, 0.5), 3),

@@ -20,7 +20,11 @@ def add_arguments(parser) -> None:
     parser.add_argument("--max_tokens", type=int, default=512,
                         help="max_tokens of a request that leaves it out, capped to the rest of "
                              "the context (0: the whole rest of the context)")
-    parser.add_argument("--max_batch", type=int, default=32)
+    parser.add_argument("--max_batch", type=int, default=32,
+                        help="rows a batch (with --continuous: slots of the KV cache)")
+    parser.add_argument("--continuous", action="store_true",
+                        help="continuous batching: new requests join the running decode between "
+                             "steps; the KV cache holds max_batch x max_model_len positions")
     parser.add_argument("--max_wait_ms", type=float, default=10.0,
                         help="how long an idle server waits to fill a batch")
     parser.add_argument("--dtype", choices=("float32", "bfloat16"), default=None,
@@ -42,7 +46,8 @@ def run(args) -> int:
             served_model_names=(name,), strict_model_name=args.strict_model_name,
             max_model_len=args.max_model_len, default_max_tokens=args.max_tokens or None,
             default_sampling=generation_defaults(args.model), max_batch=args.max_batch,
-            max_wait_s=args.max_wait_ms / 1000, read_timeout_s=args.read_timeout_s,
+            max_wait_s=args.max_wait_ms / 1000, continuous=args.continuous,
+            read_timeout_s=args.read_timeout_s,
             idle_timeout_s=args.idle_timeout_s)
         _check_positions(args.model, args.max_model_len)
         tokenizer = load_tokenizer_for(args.model)

@@ -16,6 +16,7 @@ from distil_jax.generate.engine import Generator
 from distil_jax.generate.sampling import Sampling
 from distil_jax.serve import protocol, responses
 from distil_jax.serve.batcher import Batcher, BatchStats
+from distil_jax.serve.continuous import ContinuousBatcher
 from distil_jax.serve.http import Raw, error_payload, serve_connection
 from distil_jax.serve.metrics import Metrics
 
@@ -31,8 +32,9 @@ class ServeConfig:
   # the KV cache is sized by the request, so "all" is costly on long-context models).
   default_max_tokens: int | None = 512
   default_sampling: Sampling = Sampling(temperature=1.0)  # the checkpoint's generation_config
-  max_batch: int = 32
-  max_wait_s: float = 0.01
+  max_batch: int = 32  # static: rows a batch; continuous: slots of the KV cache
+  max_wait_s: float = 0.01  # static batching only
+  continuous: bool = False  # new requests join the running decode between steps
   read_timeout_s: float = 60.0  # to finish sending a request once started
   idle_timeout_s: float = 300.0  # for a keep-alive connection to start its next request
 
@@ -48,7 +50,10 @@ class App:
     self.max_len = config.max_model_len or positions
     self.defaults = protocol.Defaults(config.default_sampling, config.default_max_tokens,
                                       self.max_len)
-    self.batcher = Batcher(generator, max_batch=config.max_batch, max_wait_s=config.max_wait_s)
+    if config.continuous:
+      self.batcher = ContinuousBatcher(generator, slots=config.max_batch, max_len=self.max_len)
+    else:
+      self.batcher = Batcher(generator, max_batch=config.max_batch, max_wait_s=config.max_wait_s)
     self.metrics = Metrics()
     self.draining = False
     self.in_flight = 0
