@@ -50,7 +50,7 @@ def make_answer(generator, tokenizer, *, sampling, max_new_tokens: int, batch_si
       completions = generator.generate([ids[i] for i in rows], max_new_tokens=max_new_tokens,
                                        sampling=sampling, seed=[seeds[i] for i in rows])
       for i, c in zip(rows, completions):
-        results[i] = (decode(tokenizer, c.tokens), c.finish_reason)
+        results[i] = (decode(tokenizer, c.tokens), c.finish_reason, len(c.tokens))
     return results
 
   return answer
@@ -86,5 +86,6 @@ def run(args: argparse.Namespace) -> int:
     return 2
   totals = manifest["totals"]
   print(f"wrote {totals['pairs']} pairs from {totals['prompts']} prompts to {args.output}; "
-        f"dropped {totals['dropped']}, unreadable {manifest['read']}")
+        f"dropped {totals['dropped']}, unreadable {manifest['read']}; the student's answers "
+        f"average {totals['student_mean_tokens']} tokens")
   return 0

@@ -29,8 +29,8 @@ from distil_jax.pairs import format as pair_format
 
 MANIFEST = "manifest.json"
 SHARD_NAME = "pairs-{index:05d}.jsonl"
-# A student answer: (text, finish_reason), or None when the prompt does not fit the model.
-Answer = Callable[[list[list[dict]], list[int]], list[tuple[str, str] | None]]
+# A student answer: (text, finish_reason, new tokens), or None when the prompt does not fit.
+Answer = Callable[[list[list[dict]], list[int]], list[tuple[str, str, int] | None]]
 
 
 def read_prompts(inputs: Sequence[str | os.PathLike], counts: collections.Counter) -> list[dict]:
@@ -118,14 +118,22 @@ def build_pairs(inputs: Sequence[str | os.PathLike], output: str | os.PathLike, 
     if name in manifest["shards"]:
       continue
     chunk = prompts[index * shard_size:(index + 1) * shard_size]
-    pairs, counts = _shard_pairs(chunk, answer, settings, near_duplicate, min_margin)
+    pairs, counts, answered, student_tokens = _shard_pairs(chunk, answer, settings,
+                                                           near_duplicate, min_margin)
     pair_format.write_jsonl_atomically(output / name, pairs)
-    manifest["shards"][name] = {"prompts": len(chunk), "pairs": len(pairs), "dropped": counts}
+    manifest["shards"][name] = {"prompts": len(chunk), "pairs": len(pairs), "dropped": counts,
+                                "answered": answered, "student_tokens": student_tokens}
     manifest["complete"] = len(manifest["shards"]) == num_shards
     _write_json_atomically(output / MANIFEST, manifest)  # after the shard: listed means written
     log(f"make-pairs: {name}: {len(pairs)} pairs of {len(chunk)} prompts, dropped {counts}")
   manifest["complete"] = True
+  answered = sum(s["answered"] for s in manifest["shards"].values())
   manifest["totals"] = {"prompts": len(prompts),
+                        # the student's mean answer length over every prompt it answered (kept
+                        # or not): run make-pairs before and after DPO to see how length moved
+                        "student_mean_tokens": round(sum(s["student_tokens"] for s in
+                                                         manifest["shards"].values())
+                                                     / max(answered, 1), 3),
                         "pairs": sum(s["pairs"] for s in manifest["shards"].values()),
                         "dropped": dict(sum((collections.Counter(s["dropped"])
                                              for s in manifest["shards"].values()),
@@ -135,15 +143,17 @@ def build_pairs(inputs: Sequence[str | os.PathLike], output: str | os.PathLike, 
 
 
 def _shard_pairs(chunk: list[dict], answer: Answer, settings: dict, near_duplicate: float,
-                 min_margin: float | None) -> tuple[list[dict], dict]:
+                 min_margin: float | None) -> tuple[list[dict], dict, int, int]:
   seeds = [row_seed(int(settings.get("seed", 0)), p["id"]) for p in chunk]
   answers = answer([p["prompt"] for p in chunk], seeds) if chunk else []
-  pairs, counts = [], collections.Counter()
+  pairs, counts, answered, student_tokens = [], collections.Counter(), 0, 0
   for p, seed, result in zip(chunk, seeds, answers):
     if result is None:
       counts["prompt_too_long"] += 1
       continue
-    text, finish_reason = result
+    text, finish_reason, num_tokens = result
+    answered += 1
+    student_tokens += num_tokens
     reason = keep_reason(p["chosen"], text, p["scores"], near_duplicate=near_duplicate,
                          min_margin=min_margin)
     if reason:
@@ -153,8 +163,8 @@ def _shard_pairs(chunk: list[dict], answer: Answer, settings: dict, near_duplica
     pairs.append(pair_format.make_pair(
         pair_id=p["id"], prompt=p["prompt"], chosen=p["chosen"], rejected=text,
         source="make-pairs", student=str(settings.get("student", "")), sampling=sampling,
-        scores=p["scores"], finish_reason=finish_reason))
-  return pairs, dict(counts)
+        scores=p["scores"], finish_reason=finish_reason, rejected_tokens=num_tokens))
+  return pairs, dict(counts), answered, student_tokens
 
 
 def _load_manifest(output: Path, run_key: dict) -> dict:

@@ -11,7 +11,7 @@ A pair is one JSON object (a JSONL line or an ArrayRecord record):
      "prompt_id": str, "source": "make-pairs" | "curate-judge",
      "student": str,                # student checkpoint path (make-pairs) or endpoint/file (curation)
      "sampling": {"temperature", "top_k", "top_p", "seed", "max_new_tokens"} | {...},
-     "finish_reason": "stop" | "length" | "",
+     "finish_reason": "stop" | "length" | "", "rejected_tokens"?: int,
      "scores": {"teacher_score"?, "student_score"?, "margin"?, ...}}}
 
 `margin` is the judge's teacher score minus student score (curation's `fit_difficulty`).
@@ -37,13 +37,17 @@ class PairError(ValueError):
 
 
 def make_pair(*, pair_id: str, prompt: list[dict], chosen: str, rejected: str, source: str,
-              student: str, sampling: dict, scores: dict, finish_reason: str = "") -> dict:
+              student: str, sampling: dict, scores: dict, finish_reason: str = "",
+              rejected_tokens: int | None = None) -> dict:
   if source not in SOURCES:
     raise ValueError(f"pair source {source!r}: expected one of {SOURCES}")
+  provenance = {"prompt_id": pair_id, "source": source, "student": student,
+                "sampling": dict(sampling), "finish_reason": finish_reason,
+                "scores": {k: float(v) for k, v in scores.items()}}
+  if rejected_tokens is not None:
+    provenance["rejected_tokens"] = int(rejected_tokens)  # the student's answer, in tokens
   return {"id": pair_id, "prompt": prompt, "chosen": chosen, "rejected": rejected,
-          "provenance": {"prompt_id": pair_id, "source": source, "student": student,
-                         "sampling": dict(sampling), "finish_reason": finish_reason,
-                         "scores": {k: float(v) for k, v in scores.items()}}}
+          "provenance": provenance}
 
 
 def normalise(text: str) -> str:

@@ -131,8 +131,8 @@ class DPOConfig:
   def batches(self, train_cfg, *, shard_index: int, shard_count: int):
     """This process's pair batches (the train command's data for `kind="dpo"`)."""
     from distil_jax.pairs.pipeline import make_pair_iterator
-    reference = self.reference_logprobs if self.objective().needs_reference and not \
-        self.online_reference else None
+    precomputed = self.objective().needs_reference and not self.online_reference
+    reference = self.reference_logprobs if precomputed else None
     data = train_cfg.data
     return make_pair_iterator(data.path, reference, seq_len=data.seq_len,
                               batch_size=data.batch_size // shard_count, seed=data.seed,

@@ -43,3 +43,10 @@ def test_the_dpo_pipeline_runs_from_the_command_line_and_resumes(tmp_path, stude
   logged = [json.loads(line)["step"] for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
   assert logged == [1, 2, 3]  # the second run took one step, from the saved step 2
   assert (tmp_path / "hf" / "config.json").is_file() and (tmp_path / "hf" / "tokenizer.json").is_file()
+  # The student starts as the reference: step 1's loss is log 2, precomputed or online.
+  online = [a for a in train if not a.startswith(("--workdir", str(tmp_path / "run")))]
+  assert main([*online, "--workdir", str(tmp_path / "online"), "--config.steps=1",
+               "--config.loss.online_reference=True"]) == 0
+  for run in ("run", "online"):
+    step1 = json.loads((tmp_path / run / "metrics.jsonl").read_text().splitlines()[0])
+    assert abs(step1["loss"] - 0.6931472) < 1e-5, (run, step1["loss"])

@@ -32,7 +32,7 @@ def answer(student):
 @pytest.fixture(scope="module")
 def greedy(answer):
   """The student's own greedy answer to each prompt (what make-pairs must put on the rejected side)."""
-  return [text for text, _ in answer([[{"role": "user", "content": p}] for p in PROMPTS], [0] * 5)]
+  return [text for text, _, _ in answer([[{"role": "user", "content": p}] for p in PROMPTS], [0] * 5)]
 
 
 def test_near_duplicate_rule():
@@ -67,6 +67,8 @@ def test_pairs_hold_the_students_own_answer_and_drop_duplicates(tmp_path, answer
   assert prov["sampling"]["temperature"] == 0.0 and prov["sampling"]["seed"] == build.row_seed(0, "q0")
   assert manifest["totals"]["dropped"] == {"identical": 1, "near_duplicate": 1}
   assert manifest["read"] == {"no_teacher_answer": 1} and manifest["complete"]
+  assert 1 <= prov["rejected_tokens"] <= MAX_NEW and prov["finish_reason"] in ("stop", "length")
+  assert 0 < manifest["totals"]["student_mean_tokens"] <= MAX_NEW
 
   # --min_margin keeps only pairs whose judge margin reaches it; unscored pairs cannot.
   kept = build.build_pairs([src], tmp_path / "margin", answer=answer, settings=settings,
