@@ -40,7 +40,7 @@ def setup(tmp_path_factory):
 def _args(root, teacher, workdir, steps):
   return ["train", "--config", "configs/fusion/tiny.py", "--workdir", str(workdir),
           f"--config.data.path={root / 'data'}", f"--config.frozen.teacher.path={teacher}",
-          "--config.data.seq_len=32", "--config.data.batch_size=8", f"--config.steps={steps}",
+          "--config.data.seq_len=64", "--config.data.batch_size=8", f"--config.steps={steps}",
           "--config.checkpoint.every_steps=1", "--config.optim.warmup_steps=1",
           "--config.log_every=1", "--config.loss.fusion_enter_fraction=0.25", "--no_progress"]
 
