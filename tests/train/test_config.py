@@ -52,11 +52,9 @@ def test_every_distillation_config_builds_its_loss(path):
 
 
 def test_an_unknown_loss_key_or_kind_is_an_error_naming_it():
-  with pytest.raises(ValueError, match="kd.*alpah|alpah"):
-    from_config_dict(load_config("configs/kd/tiny_online.py")).loss  # valid
-    from distil_jax.train.loss_config import loss_config
-    loss_config({"kind": "kd", "alpah": 0.3})
   from distil_jax.train.loss_config import loss_config
+  with pytest.raises(ValueError, match="alpah"):
+    loss_config({"kind": "kd", "alpah": 0.3})
   with pytest.raises(ValueError, match="choose from"):
     loss_config({"kind": "distill"})
   with pytest.raises(ValueError, match="tail"):
