@@ -325,3 +325,16 @@ def test_rerunning_a_finished_store_recomputes_nothing(setup, capsys):
     assert _teacher_logits(setup["teacher"], setup["data"], setup["store"]) == 0
     assert '"units_computed_per_process": [0]' in capsys.readouterr().out
     assert {p.name: p.read_bytes() for p in setup["store"].iterdir()} == before
+
+
+@pytest.mark.slow
+def test_offline_kd_trains_from_the_store(setup, tmp_path, capsys):
+    """configs/kd/tiny_offline.py reads the joined fields: the KD term is reported and falls."""
+    import json
+    rc = cli(["train", "--config", str(ROOT / "configs/kd/tiny_offline.py"), "--workdir",
+              str(tmp_path), f"--config.data.path={setup['data']}",
+              f"--config.data.teacher_store={setup['store']}", "--config.steps=12",
+              "--config.log_every=1", "--config.data.seq_len=192", "--no_progress"])
+    assert rc == 0, capsys.readouterr().err[-2000:]
+    kd = [json.loads(line)["kd"] for line in open(tmp_path / "metrics.jsonl")]
+    assert len(kd) == 12 and all(np.isfinite(kd)) and np.mean(kd[-3:]) < np.mean(kd[:3])
