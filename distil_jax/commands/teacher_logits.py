@@ -145,9 +145,9 @@ def _settings(args, data_manifest: dict) -> dict:
 
 
 def open_teacher(path: str, mesh, dtype):
-  """The one place the teacher is opened (-> `distil_jax.loading.open_model` once it exists)."""
-  import distil_jax
-  return distil_jax.from_pretrained(path, mesh=mesh, dtype=dtype)
+  """The one place the teacher is opened: a HF directory, a model checkpoint or a run."""
+  from distil_jax.loading import open_model
+  return open_model(path, mesh=mesh, dtype=dtype)
 
 
 def _run(args, data_manifest: dict, settings: dict) -> int:
