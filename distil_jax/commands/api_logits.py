@@ -50,6 +50,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                       help="retries of a request on 5xx, 429 or a transport error")
   parser.add_argument("--backoff_s", type=float, default=0.5, help="first retry delay, doubling")
   parser.add_argument("--timeout_s", type=float, default=600.0, help="per request")
+  parser.add_argument("--return_token_ids", action="store_true",
+                      help="send vLLM's return_tokens_as_token_ids: alternatives come back as "
+                           "`token_id:N`, none is ambiguous (a server without it refuses)")
   parser.add_argument("--num_processes", type=int, default=1)
   parser.add_argument("--process_id", type=int, default=0)
   # Tests: SIGKILL this process halfway through the unit after N finished ones.
@@ -118,16 +121,17 @@ def _settings(args, data_manifest: dict):
 
 
 async def _run(args, data_manifest: dict, tokenizer, settings: dict, api_key) -> int:
-  import grain
+  from array_record.python.array_record_data_source import ArrayRecordDataSource
   from distil_jax.data import api_client, api_teacher, teacher_store
   store_dir = Path(args.output)
   teacher_store.begin_store(store_dir, settings)
   units = teacher_store.unit_ranges(settings["data"]["examples"], args.unit_size)
   mine = [u for u in range(args.process_id, len(units), args.num_processes)
           if not teacher_store.unit_done(store_dir, u)]
-  source = grain.sources.ArrayRecordDataSource(
+  source = ArrayRecordDataSource(
       [str(Path(args.data) / s["path"]) for s in data_manifest["shards"] if s["examples"]])
-  token_map = api_teacher.TokenMap(tokenizer, settings["vocab_columns"]) if mine else None
+  token_map = api_teacher.TokenMap.cached(tokenizer, settings["vocab_columns"],
+                                         settings["tokenizer"]["fingerprint"]) if mine else None
   client = api_client.CompletionsClient(
       args.endpoint, concurrency=args.concurrency, retries=args.retries,
       backoff_s=args.backoff_s, timeout_s=args.timeout_s, api_key=api_key)
@@ -229,7 +233,8 @@ class _Job:
       return empty, api_teacher.Counts()
     sent = ids[:api_teacher.prompt_length(ids, positions)]
     what = f"example {example_id!r} (record {index})"
-    answer = await self.client.post(api_teacher.request_body(self.args.model, sent, k), what)
+    body = api_teacher.request_body(self.args.model, sent, k, self.args.return_token_ids)
+    answer = await self.client.post(body, what)
     return api_teacher.to_record(
         answer, example_id=example_id, index=index, ids=ids, mask=mask,
         max_length=self.settings["max_length"], top_k=k, token_map=self.token_map,

@@ -41,8 +41,19 @@ class EchoError(ValueError):
     """An answer that cannot be turned into a record: names the example, position, endpoint."""
 
 
+_CACHE: dict[tuple, "TokenMap"] = {}
+
+
 class TokenMap:
     """Token string -> id over the first `vocab_size` ids of `tokenizer` (AMBIGUOUS if several)."""
+
+    @classmethod
+    def cached(cls, tokenizer, vocab_size: int, fingerprint: str) -> "TokenMap":
+        """One map per tokenizer fingerprint and process (decoding 151k ids takes ~2 s)."""
+        key = (fingerprint, vocab_size)
+        if key not in _CACHE:
+            _CACHE[key] = cls(tokenizer, vocab_size)
+        return _CACHE[key]
 
     def __init__(self, tokenizer, vocab_size: int):
         self.vocab_size = vocab_size
@@ -92,9 +103,14 @@ class Counts:
             setattr(self, f.name, getattr(self, f.name) + getattr(other, f.name))
 
 
-def request_body(model: str, ids: np.ndarray, top_k: int) -> dict:
-    return {"model": model, "prompt": [int(x) for x in ids], "echo": True, "logprobs": top_k,
+def request_body(model: str, ids: np.ndarray, top_k: int, token_ids: bool = False) -> dict:
+    """`token_ids`: ask for `token_id:N` strings (vLLM's `return_tokens_as_token_ids`), which
+    makes every alternative mappable; servers without the field refuse it (ours: a 400)."""
+    body = {"model": model, "prompt": [int(x) for x in ids], "echo": True, "logprobs": top_k,
             "max_tokens": 1, "temperature": 0}
+    if token_ids:
+        body["return_tokens_as_token_ids"] = True
+    return body
 
 
 def prompt_length(ids: np.ndarray, positions: np.ndarray) -> int:

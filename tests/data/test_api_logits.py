@@ -166,10 +166,12 @@ class _Scripted:
     self.httpd.server_close()
 
 
-def _echo(tok, ids, top_of):
-  """An OpenAI legacy echo answer for `ids`: per-token strings, `top_of(i)` alternatives."""
+def _echo(tok, ids, top_of, as_ids=False):
+  """An OpenAI legacy echo answer for `ids`: per-token strings (`token_id:N` with `as_ids`),
+  `top_of(i)` alternatives."""
+  name = (lambda i: f"token_id:{i}") if as_ids else (lambda i: tok.decode([i]))
   return {"choices": [{"text": "", "index": 0, "finish_reason": "length", "logprobs": {
-      "tokens": [tok.decode([i]) for i in ids] + ["x"],
+      "tokens": [name(i) for i in ids] + ["x"],
       "token_logprobs": [None] + [-1.0] * len(ids),
       "top_logprobs": [None] + [top_of(i) for i in range(1, len(ids))] + [{"x": -1.0}]}}]}
 
@@ -204,11 +206,14 @@ def test_mapping_rules_retries_and_clear_failures(setup, tmp_path, capsys):
   def answer(body, attempt):
     if attempt == 0:
       return 503, {"error": {"message": "warming up"}}
-    return 200, _echo(tok, body["prompt"], lambda i: alternatives)
+    if body.get("return_tokens_as_token_ids") is not True:
+      return 400, {"error": {"message": "expected return_tokens_as_token_ids"}}
+    return 200, _echo(tok, body["prompt"], lambda i: alternatives, as_ids=attempt % 2 == 0)
 
   server = _Scripted(answer)
   try:
-    assert _api_logits(server.url, setup["data"], tmp_path / "s", "--backoff_s", "0.01") == 0
+    assert _api_logits(server.url, setup["data"], tmp_path / "s", "--backoff_s", "0.01",
+                       "--return_token_ids") == 0
   finally:
     server.close()
   summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
@@ -240,6 +245,15 @@ def test_mapping_rules_retries_and_clear_failures(setup, tmp_path, capsys):
                      "--retries", "1", "--backoff_s", "0.01") == 2
   err = capsys.readouterr().err
   assert f"endpoint http://127.0.0.1:{port}/v1/completions is unreachable" in err
+
+
+def test_the_http_side_imports_no_jax():
+  code = ("import sys; from distil_jax.commands import api_logits; "
+          "from distil_jax.data import api_client, api_teacher; "
+          "import array_record.python.array_record_data_source; "
+          "from distil_jax.tokenizer import load_tokenizer; assert 'jax' not in sys.modules")
+  subprocess.run([sys.executable, "-c", code], check=True, env={**os.environ,
+                                                                "PYTHONPATH": str(ROOT)})
 
 
 def test_a_killed_run_resumes(setup, tmp_path, capsys):
