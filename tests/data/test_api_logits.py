@@ -118,6 +118,7 @@ def test_api_store_equals_the_white_box_store(setup):
   assert counts["alternatives_ambiguous"] >= 1
 
 
+@pytest.mark.slow
 def test_offline_kd_trains_from_the_api_store(setup, tmp_path):
   workdir = tmp_path / "run"
   assert cli(["train", "--config", str(ROOT / "configs/kd/tiny_offline.py"), "--workdir",
