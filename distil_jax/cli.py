@@ -16,6 +16,7 @@ COMMANDS = {
     "generate": "chat prompts (JSONL) -> completions (JSONL)",
     "prepare": "chat JSONL / curated shards -> tokenized ArrayRecord shards",
     "teacher-logits": "a teacher's top-k log-probs on prepared shards -> an offline KD store",
+    "api-logits": "an OpenAI-compatible endpoint's prompt top-k log-probs -> an offline KD store",
     "train": "SFT / distillation / DPO from an ml-collections config",
     "bench": "throughput benchmark of a train step or of decoding",
     "curate": "teacher-agent curation pipeline over OpenAI-compatible APIs",
