@@ -26,6 +26,7 @@ class ContinuousBatcher:
         self._waiting: queue.Queue = queue.Queue()
         self._closing = threading.Event()
         self._thread: threading.Thread | None = None
+        self._progress: dict[int, tuple] = {}  # id(future) -> (on_tokens, loop)
 
     @property
     def queue_depth(self) -> int:
@@ -46,6 +47,23 @@ class ContinuousBatcher:
         for row, future in zip(rows, futures):
             self._waiting.put((row, future, loop))
         return list(await asyncio.gather(*futures))
+
+    def submit_streaming(self, row: Row, on_tokens) -> asyncio.Future:
+        """Like `submit` for one row, and `on_tokens(tokens so far)` is called on the event loop
+        after each decode step while the row runs."""
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
+        self._progress[id(future)] = (on_tokens, loop)
+        future.add_done_callback(lambda f: self._progress.pop(id(f), None))
+        self._waiting.put((row, future, loop))
+        return future
+
+    def _report_progress(self) -> None:
+        for busy in list(self.decoder.busy.values()):
+            entry = busy.request[0]
+            hook = self._progress.get(id(entry[1]))
+            if hook is not None and not hook[1].is_closed():
+                hook[1].call_soon_threadsafe(hook[0], list(busy.tokens))
 
     def _resolve(self, entry, *, result=None, exception=None) -> None:
         _, future, loop = entry
@@ -97,3 +115,4 @@ class ContinuousBatcher:
             self.stats.batches += 1
             self.stats.largest_batch = max(self.stats.largest_batch, live)
             self._finish(finished)
+            self._report_progress()
