@@ -3,7 +3,6 @@
 call. SIGTERM drains: requests in flight are answered, new ones get 503."""
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 
@@ -47,21 +46,17 @@ def _run(args) -> int:
     from distil_jax.serve import ServeConfig, serve_forever
 
     name = args.served_model_name or Path(args.model).resolve().name
-    try:
-        config = ServeConfig(
-            served_model_names=(name,), strict_model_name=args.strict_model_name,
-            max_model_len=args.max_model_len, default_max_tokens=args.max_tokens or None,
-            default_sampling=generation_defaults(args.model), max_batch=args.max_batch,
-            max_wait_s=args.max_wait_ms / 1000, continuous=args.continuous,
-            read_timeout_s=args.read_timeout_s,
-            idle_timeout_s=args.idle_timeout_s)
-        _check_positions(args.model, args.max_model_len)
-        tokenizer = load_tokenizer_for(args.model)
-        model = load_model(args.model, dtype=parse_dtype(args.dtype) if args.dtype else None)
-        serve_forever(model, tokenizer, args.host, args.port, config)
-    except ValueError as e:
-        print(f"distil-jax serve: {e}", file=sys.stderr)
-        return 2
+    config = ServeConfig(
+        served_model_names=(name,), strict_model_name=args.strict_model_name,
+        max_model_len=args.max_model_len, default_max_tokens=args.max_tokens or None,
+        default_sampling=generation_defaults(args.model), max_batch=args.max_batch,
+        max_wait_s=args.max_wait_ms / 1000, continuous=args.continuous,
+        read_timeout_s=args.read_timeout_s,
+        idle_timeout_s=args.idle_timeout_s)
+    _check_positions(args.model, args.max_model_len)  # bad input: one line via one_line()
+    tokenizer = load_tokenizer_for(args.model)
+    model = load_model(args.model, dtype=parse_dtype(args.dtype) if args.dtype else None)
+    serve_forever(model, tokenizer, args.host, args.port, config)
     return 0
 
 
