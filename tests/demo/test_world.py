@@ -68,7 +68,7 @@ def test_formatting_prompts_scored_by_the_eval_checkers(tmp_path, split):
   unformatted = [e.content for e in split[1]]
   summary, rows = ifeval.aggregate(prompts, unformatted)
   for e, row in zip(split[1], rows):
-    if e.fmt in ("plain", "json", "quotes", "bullet", "end"):  # a bare reversed word is lowercase
+    if e.fmt in ("plain", "quotes", "bullet", "end"):  # a bare "7" is JSON, "tac" is lowercase
       assert all(row["strict"]) == (e.fmt == "plain"), (e, row)
 
 
