@@ -74,6 +74,14 @@ class Demo:
     self.started = time.time()
     self.timings: dict[str, float] = {}
     os.makedirs(os.path.join(work, "stages"), exist_ok=True)
+    settings = json.dumps({"size": dataclasses.asdict(size), "seed": seed}, sort_keys=True)
+    marker = os.path.join(work, "stages", "settings.json")
+    if os.path.exists(marker) and open(marker).read() != settings:
+      raise SystemExit(f"demo: {work} holds a run with other settings ({marker}); "
+                       "use another --workdir or delete it")
+    with open(marker + ".tmp", "w") as f:
+      f.write(settings)
+    os.replace(marker + ".tmp", marker)
 
   def path(self, *parts: str) -> str:
     return os.path.join(self.work, *parts)
