@@ -3,8 +3,8 @@ PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
-# Accelerators: `make install EXTRAS=test,cuda13` (or cuda12, tpu) installs jax for them.
-EXTRAS ?= test
+# Accelerators: `make install EXTRAS=test,eval,cuda13` (or cuda12, tpu) installs jax for them.
+EXTRAS ?= test,eval
 
 .PHONY: install demo test test-fast bench clean
 

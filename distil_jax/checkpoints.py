@@ -9,14 +9,15 @@ import dataclasses
 import json
 import os
 import shutil
-import uuid
 
 import jax
 import orbax.checkpoint as ocp
 from flax import nnx
 
+from distil_jax import temporaries
 from distil_jax.model import ModelConfig, Qwen2, abstract_model
 from distil_jax.model.config import dtype_name, parse_dtype, AttentionImpl, RematPolicy
+from distil_jax.model.rope_scaling import YarnScaling
 from distil_jax.sharding import DEFAULT_RULES, Rules, state_shardings, sync_processes
 
 CONFIG_FILE = "model_config.json"
@@ -33,6 +34,8 @@ def config_from_json(d: dict, **overrides) -> ModelConfig:
   d = dict(d)
   d["param_dtype"], d["compute_dtype"] = parse_dtype(d["param_dtype"]), parse_dtype(d["compute_dtype"])
   d["attention_impl"], d["remat_policy"] = AttentionImpl(d["attention_impl"]), RematPolicy(d["remat_policy"])
+  if d.get("rope_scaling"):
+    d["rope_scaling"] = YarnScaling(**d["rope_scaling"])
   d.update(overrides)
   return ModelConfig(**d)
 
@@ -52,8 +55,9 @@ def save_model(model: Qwen2, path: str, *, overwrite: bool = False) -> str:
   path = os.path.abspath(path)
   if os.path.exists(path) and not overwrite:
     raise FileExistsError(f"{path} exists; pass overwrite=True to replace it")
-  tmp = f"{path}.tmp-{uuid.uuid4().hex[:8]}"
-  tmp = multihost_broadcast_str(tmp)
+  if jax.process_index() == 0:
+    temporaries.remove_abandoned(path)  # left by a killed convert
+  tmp = multihost_broadcast_str(temporaries.temporary_name(path))
   # Bound device->host staging so saving never holds a second copy of the model.
   handler = ocp.PyTreeCheckpointHandler(save_device_host_concurrent_gb=0.25)
   with ocp.Checkpointer(handler) as ckptr:

@@ -15,16 +15,21 @@ COMMANDS = {
     "export": "orbax or HF checkpoint -> HF directory (safetensors, config, tokenizer)",
     "generate": "chat prompts (JSONL) -> completions (JSONL)",
     "prepare": "chat JSONL / curated shards -> tokenized ArrayRecord shards",
+    "teacher-logits": "a teacher's top-k log-probs on prepared shards -> an offline KD store",
+    "api-logits": "an OpenAI-compatible endpoint's prompt top-k log-probs -> an offline KD store",
     "train": "SFT / distillation / DPO from an ml-collections config",
     "bench": "throughput benchmark of a train step or of decoding",
     "curate": "teacher-agent curation pipeline over OpenAI-compatible APIs",
     "serve": "OpenAI-compatible server over the generation engine",
+    "make-pairs": "teacher answers vs the student's own generations -> preference pairs (JSONL)",
+    "prepare-pairs": "preference pairs -> tokenized pair shards (chat template, response masks)",
+    "ref-logprobs": "tokenized pairs -> the reference model's summed response log-probs",
     "eval": "instruction following (IFEval), judges, perplexity and speed of a checkpoint or endpoint",
 }
 
 
 def _load(name: str):
-    return importlib.import_module(f"distil_jax.commands.{name}")
+    return importlib.import_module(f"distil_jax.commands.{name.replace('-', '_')}")
 
 
 def main(argv: list[str] | None = None) -> int:

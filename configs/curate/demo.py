@@ -18,7 +18,8 @@ def endpoint(base_url: str, model: str, api_key_env: str = "", max_in_flight: in
     return ml_collections.ConfigDict(dict(
         base_url=base_url, model=model, api_key_env=api_key_env, max_in_flight=max_in_flight,
         requests_per_minute=0.0, tokens_per_minute=0.0, timeout_s=120.0, max_attempts=8, max_retry_s=600.0,
-        backoff_base_s=1.0, backoff_max_s=60.0))
+        backoff_base_s=1.0, backoff_max_s=60.0,
+        breaker_failures=16, breaker_window_s=120.0))  # endpoint down: the run stops, exit 1
 
 
 def agent(endpoint_name: str = "teacher", temperature: float = 0.0, max_tokens: int = 1024,

@@ -1,9 +1,11 @@
 """Online KD with progressive hidden-state fusion at real scale: Qwen2.5-7B-Instruct teacher
 (bf16, in the step) -> Qwen2.5-1.5B student, sequence 2,048, on one GPU node or a pod slice.
 
-    distil-jax train --config configs/fusion/qwen2p5_1p5b_from_7b.py --workdir RUN \
-        --config.data.path=DATA --config.init.path=SFT_RUN \
-        --config.frozen.teacher.path=Qwen2.5-7B-Instruct/
+    distil-jax train --config configs/fusion/qwen2p5_1p5b_from_7b.py:SFT_RUN --workdir RUN \
+        --config.data.path=DATA --config.frozen.teacher.path=Qwen2.5-7B-Instruct/
+
+The argument is the student to start from (an SFT run or HF directory); without it a fresh
+Qwen2.5-1.5B (for `distil-jax bench --teacher_preset qwen2p5_7b`).
 
 28 student layers map to 28 teacher layers at equal relative depth (fusion_pairs=7 keeps every
 fourth pair: less memory, the teacher collects only the mapped layers). The vocabularies
@@ -15,7 +17,6 @@ from distil_jax.sharding import DEFAULT_RULES
 
 
 def get_config(arg=None):
-  del arg
   c = ml_collections.ConfigDict()
   c.seed = 0
   c.steps = 3000
@@ -31,7 +32,7 @@ def get_config(arg=None):
   c.log_every = 10
   c.model = dict(preset="qwen2p5_1p5b", param_dtype="float32", compute_dtype="bfloat16",
                  remat_policy="dots", attention_impl="cudnn")
-  c.init = dict(kind="orbax", path="")
+  c.init = dict(kind="orbax" if arg else "fresh", path=arg or "")
   c.mesh = dict(data=1, fsdp=-1, tensor=1)
   c.rules = DEFAULT_RULES
   c.optim = dict(lr=2e-5, schedule="cosine", warmup_steps=300, min_lr_ratio=0.0, b1=0.9,

@@ -6,11 +6,13 @@ cosine with 10% warm-up, starting from the SFT checkpoint; teacher Qwen2.5-72B-I
     distil-jax teacher-logits --teacher Qwen2.5-72B-Instruct/ --data DATA --output TOP10 \
         --top_k 10 --max_length 512 --dtype bfloat16 --mesh fsdp=8
     # 2. distil (STEPS = 3 epochs: 3 * examples / 64 packed rows of 512; see DATA/manifest.json)
-    distil-jax train --config configs/kd/distilqwen2p5.py:1p5b --workdir RUN \
+    distil-jax train --config configs/kd/distilqwen2p5.py:SFT_RUN --workdir RUN \
         --config.data.path=DATA --config.data.teacher_store=TOP10 \
-        --config.init.path=SFT_RUN --config.steps=STEPS --config.optim.warmup_steps=STEPS/10
+        --config.steps=STEPS --config.optim.warmup_steps=STEPS/10
 
-The argument picks the student size (0p5b, 1p5b (default), 3b, 7b). `tail=ignore` reproduces
+The argument is the student to start from (the SFT run's workdir, or an HF directory); its
+checkpoint fixes the size. Without it the student is a fresh Qwen2.5-1.5B (for `distil-jax
+bench`). `tail=ignore` reproduces
 the reference code (stored top-10 probabilities, unnormalised, against the student's full
 softmax); `renormalise` and `bucket` are the principled alternatives (README: offline store).
 The student's vocabulary (151,936 rows) and the 72B teacher's (152,064) are aligned on the
@@ -22,7 +24,6 @@ from distil_jax.sharding import DEFAULT_RULES
 
 
 def get_config(arg=None):
-  size = arg or "1p5b"
   c = ml_collections.ConfigDict()
   c.seed = 0
   c.steps = 3000  # set from the data: 3 epochs
@@ -36,9 +37,9 @@ def get_config(arg=None):
                 fusion_ramp="linear", fusion_pairs=0, fusion_enter_fraction=0.5)
   c.frozen = dict()
   c.log_every = 10
-  c.model = dict(preset=f"qwen2p5_{size}", param_dtype="float32", compute_dtype="bfloat16",
+  c.model = dict(preset="qwen2p5_1p5b", param_dtype="float32", compute_dtype="bfloat16",
                  remat_policy="dots", attention_impl="cudnn")
-  c.init = dict(kind="orbax", path="")  # the SFT run (or its export, kind="hf")
+  c.init = dict(kind="orbax" if arg else "fresh", path=arg or "")  # the SFT run
   c.mesh = dict(data=1, fsdp=-1, tensor=1)
   c.rules = DEFAULT_RULES
   c.optim = dict(lr=2e-5, schedule="cosine", warmup_steps=300, min_lr_ratio=0.0, b1=0.9,

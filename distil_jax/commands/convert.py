@@ -14,6 +14,11 @@ def add_arguments(parser):
 
 
 def run(args) -> int:
+  from distil_jax.commands.errors import one_line  # noqa: PLC0415
+  return one_line("convert", lambda: _run(args))
+
+
+def _run(args) -> int:
   from distil_jax import checkpoints  # noqa: PLC0415
   start = time.time()
   model = model_io.load(args.hf, args)

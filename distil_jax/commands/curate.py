@@ -34,6 +34,24 @@ def _install_fast_event_loop() -> None:
 
 
 def run(args) -> int:
+    try:
+        return _run(args)
+    except (OSError, ValueError, KeyError, AttributeError) as e:  # bad config, seeds, journal, workdir
+        message = e.args[0] if isinstance(e, KeyError) and e.args else e
+        print(f"distil-jax curate: error: {message}", file=sys.stderr)
+        return 2
+
+
+def failures_by_cause(manifest: dict) -> dict[str, int]:
+    """Records each stage lost to failed requests, by cause, summed over stages."""
+    counts: dict[str, int] = {}
+    for stage in manifest["stages"]:
+        for cause, n in {**stage["failed"], **stage["kept_unchanged"]}.items():
+            counts[cause] = counts.get(cause, 0) + n
+    return dict(sorted(counts.items(), key=lambda kv: -kv[1]))
+
+
+def _run(args) -> int:
     from distil_jax.curate import config as curate_config
     from distil_jax.curate import config_file
 
@@ -45,7 +63,7 @@ def run(args) -> int:
         result = merge_parts(args.workdir, args.num_shards, config.num_output_shards)
         print(f"merged {args.num_shards} parts: {result['records_out']} records -> {args.workdir}/merged",
               file=sys.stderr)
-        return 0
+        return 0 if result["records_out"] else 1
     from distil_jax.curate.pipeline import RunPlan, part_dir, run_pipeline
 
     input_path = args.input or config.input_path
@@ -60,7 +78,17 @@ def run(args) -> int:
     summary = {s["name"]: s["out"] for s in manifest["stages"]}
     print(json.dumps({"records_out": manifest["records_out"], "stages": summary,
                       "output_dir": os.path.abspath(plan.output_dir)}), file=sys.stderr)
+    failures = failures_by_cause(manifest)
+    if failures:
+        print("failed requests by cause (records affected): "
+              + ", ".join(f"{cause} {n}" for cause, n in failures.items()), file=sys.stderr)
     if not manifest["complete"]:
-        print(f"error: endpoint refused the run: {manifest['endpoint_errors']}; no shards written", file=sys.stderr)
+        for name, error in manifest["endpoint_errors"].items():
+            print(f"distil-jax curate: error: endpoint {name!r} stopped the run: {error}; no shards written",
+                  file=sys.stderr)
+        return 1
+    if not manifest["records_out"]:
+        print(f"distil-jax curate: error: no records survived the stages ({summary}); see "
+              f"{os.path.join(plan.output_dir, 'manifest.json')}", file=sys.stderr)
         return 1
     return 0

@@ -18,6 +18,11 @@ def add_arguments(parser):
 
 
 def run(args) -> int:
+  from distil_jax.commands.errors import one_line  # noqa: PLC0415
+  return one_line("export", lambda: _run(args))
+
+
+def _run(args) -> int:
   from distil_jax.hf import save_pretrained  # noqa: PLC0415
   start = time.time()
   model = model_io.load(args.checkpoint, args)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -30,7 +31,7 @@ def run(args: argparse.Namespace) -> int:
                                    strict=args.strict, shard_size=args.shard_size,
                                    overwrite=args.overwrite)
     except PrepareError as e:
-        print(f"distil-jax prepare: error: {e}")
+        print(f"distil-jax prepare: error: {e}", file=sys.stderr)
         return 2
     counts, tokens = manifest["counts"], manifest["tokens"]
     print(f"wrote {counts['examples']} examples ({tokens['total']} tokens, "

@@ -6,6 +6,7 @@ finished or was stopped by SIGTERM/SIGINT after saving; 1 when a loss went non-f
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -86,43 +87,99 @@ def run(args: argparse.Namespace) -> int:
     return _train(args, cfg, config_dict)
 
 
+def check_export_dir(path: str) -> None:
+  """`--export DIR` is checked before training, not after hours of it."""
+  path = os.path.abspath(path)
+  if os.path.exists(path):
+    raise ValueError(f"--export {path} exists; choose a new directory")
+  parent = os.path.dirname(path)
+  while not os.path.exists(parent):
+    parent = os.path.dirname(parent)
+  if not os.path.isdir(parent) or not os.access(parent, os.W_OK | os.X_OK):
+    raise ValueError(f"--export {path}: cannot create it ({parent} is not a writable directory)")
+
+
+def check_data_dir(path: str) -> None:
+  from distil_jax.data import shards
+  if not path:
+    raise ValueError("data.path is empty; pass --config.data.path=<a directory written by distil-jax prepare>")
+  shards.verify_shards(path, shards.read_manifest(path), checksums=True)
+
+
+def _error(message) -> int:
+  print(f"distil-jax train: error: {message}", file=sys.stderr)
+  return 2
+
+
 def _train(args, cfg, config_dict) -> int:
   import jax
+  from distil_jax import checkpoints
   from distil_jax.data import make_iterator
+  from distil_jax.train import workdir as wd
+  from distil_jax.train.checkpoint import CheckpointUnreadable
   from distil_jax.train.loop import train
   from distil_jax.train.metrics import NonFiniteError
 
-  os.makedirs(args.workdir, exist_ok=True)
+  # Inputs first: nothing is created or rewritten in the workdir until they all pass.
+  try:
+    if getattr(cfg.loss, "batches", None) is None:  # token data (DPO pairs check their own)
+      check_data_dir(cfg.data.path)
+      cfg = _bind_to_data(cfg)  # KD: the shared vocabulary; a teacher with another tokenizer
+    elif not cfg.data.path:
+      raise ValueError("data.path is empty; pass --config.data.path=<a directory written by "
+                       "distil-jax prepare-pairs>")
+    if args.export:
+      check_export_dir(args.export)
+  except (OSError, ValueError) as e:
+    if jax.process_count() > 1:
+      raise  # fail_fast: `process N failed: <this message>` on every process
+    return _error(e)
   if cfg.data.batch_size % jax.process_count():
     print(f"distil-jax train: config error: data.batch_size={cfg.data.batch_size} does not "
           f"divide over {jax.process_count()} processes", file=sys.stderr)
     return 2
-  if jax.process_index() == 0:
-    from distil_jax import checkpoints
-    _write_atomically(os.path.join(args.workdir, "config.json"), config_dict.to_json(indent=2))
-    _write_atomically(os.path.join(args.workdir, checkpoints.CONFIG_FILE),  # lets `export` read the run
-                      json.dumps(checkpoints.config_to_json(cfg.model), indent=2))
-  if not cfg.data.path:
-    print("distil-jax train: config error: data.path is empty; pass "
-          "--config.data.path=<a directory written by distil-jax prepare>", file=sys.stderr)
-    return 2
+  os.makedirs(args.workdir, exist_ok=True)
+  lock = wd.WorkdirLock(args.workdir) if jax.process_index() == 0 else contextlib.nullcontext()
   try:
-    cfg = _bind_to_data(cfg)
-  except ValueError as e:
-    print(f"distil-jax train: {e}", file=sys.stderr)
-    return 2
-  extra = {"teacher_store": cfg.data.teacher_store} if cfg.data.teacher_store else {}
-  batches = make_iterator(
-      cfg.data.path, seq_len=cfg.data.seq_len, **extra,
-      batch_size=cfg.data.batch_size // jax.process_count(), seed=cfg.data.seed,
-      shard_index=jax.process_index(), shard_count=jax.process_count(),
-      max_documents_per_row=cfg.model.max_segments_per_row or None,
-      num_epochs=cfg.data.num_epochs or None, worker_count=cfg.data.worker_count)
-  try:
-    result = train(cfg, args.workdir, batches, progress=not args.no_progress)
+    with lock:
+      if getattr(lock, "took_over", ""):
+        print(f"distil-jax train: taking over the workdir lock of a process that is gone ({lock.took_over})",
+              file=sys.stderr)
+      wd.check_resume(args.workdir, cfg.model, checkpoints.CONFIG_FILE)
+      if jax.process_index() == 0:
+        _write_atomically(os.path.join(args.workdir, "config.json"), config_dict.to_json(indent=2))
+        _write_atomically(os.path.join(args.workdir, checkpoints.CONFIG_FILE),  # lets `export` read the run
+                          json.dumps(checkpoints.config_to_json(cfg.model), indent=2))
+      return _train_locked(args, cfg, make_iterator, train)
+  except (wd.WorkdirError, CheckpointUnreadable) as e:
+    if jax.process_count() > 1:
+      raise  # the lock is process 0's alone: fail_fast must stop the others too
+    return _error(e)
   except NonFiniteError as e:
     print(f"distil-jax train: {e}", file=sys.stderr)
     return 1
+
+
+def _train_locked(args, cfg, make_iterator, train) -> int:
+  import jax
+  make_batches = getattr(cfg.loss, "batches", None)  # a loss with its own data (DPO pairs)
+  if make_batches is not None:
+    try:
+      batches = make_batches(cfg, shard_index=jax.process_index(),
+                             shard_count=jax.process_count())
+    except (ValueError, FileNotFoundError) as e:
+      if jax.process_count() > 1:
+        raise
+      return _error(f"data: {e}")
+  else:
+    extra = {"teacher_store": cfg.data.teacher_store} if cfg.data.teacher_store else {}
+    batches = make_iterator(
+        cfg.data.path, seq_len=cfg.data.seq_len, **extra,
+        batch_size=cfg.data.batch_size // jax.process_count(), seed=cfg.data.seed,
+        shard_index=jax.process_index(), shard_count=jax.process_count(),
+        max_documents_per_row=cfg.model.max_segments_per_row or None,
+        num_epochs=cfg.data.num_epochs or None, worker_count=cfg.data.worker_count)
+  result = train(cfg, args.workdir, batches, progress=not args.no_progress)
   summary = {"step": result.step, "preempted": result.preempted,
              "data_exhausted": result.data_exhausted, **result.last_metrics}
   if jax.process_index() == 0:

@@ -6,7 +6,14 @@ with size (ANCHORS.md: 512 in flight in one pool reach 7% of the limit) and even
 cost ~2.2 ms of client CPU per request, which caps a single event loop at ~450 requests/s.
 `transport.ConnectionPool` is a plain free list of keep-alive connections (see transport.py for
 the profile). A request's answer is journaled (fsync'd) before it is returned; a request already in
-the journal is never sent again.
+the journal is never sent again. Only answers and final refusals (`retry.FINAL_REFUSALS`) are
+journaled: any other failure is sent again by a rerun.
+
+Circuit breaker: every failed attempt (transport error, timeout, 5xx, 429, a non-final 4xx) extends
+a streak that any answer ends. When the streak reaches `breaker_failures` and either no answer came
+for `breaker_window_s` or every failure in it was a 4xx refusal, the endpoint is declared down
+(`endpoint_down:<last cause>`, naming the URL): requests waiting or backing off return at once and
+the pipeline stops with a non-zero exit instead of retrying a dead URL for the whole retry budget.
 """
 from __future__ import annotations
 
@@ -119,12 +126,18 @@ class TeacherClient:
         self._headers: list[tuple[bytes, bytes]] = []
         timeout = endpoint.timeout_s
         self._extensions = {"timeout": {"connect": timeout, "read": timeout, "write": timeout, "pool": timeout}}
+        self._streak = 0  # failed attempts since the last answer
+        self._refusals_only = True  # every failure in the streak was a 4xx refusal
+        self._last_answer = time.monotonic()
+        self._down: asyncio.Event | None = None
 
     def __repr__(self) -> str:  # never shows the key
         return f"TeacherClient({self.endpoint.name!r}, {self._url!r})"
 
     async def __aenter__(self) -> "TeacherClient":
         _remember_that_sniffio_is_missing()
+        self._down = asyncio.Event()
+        self._last_answer = time.monotonic()
         origin = self._target.origin
         tls = ssl.create_default_context() if origin.scheme == b"https" else None
         self._pool = ConnectionPool(origin, ssl_context=tls)
@@ -154,16 +167,15 @@ class TeacherClient:
             self.stats.from_journal += 1
             return self._from_entry(done)
         if self.fatal is not None:
-            return Failure(key, self.fatal.reason, "endpoint refused earlier requests")
+            return self._gave_up(key)
         body = json.dumps({"model": self.endpoint.model, "messages": messages, **sampling},
                           ensure_ascii=False).encode()
         async with self._in_flight:
             outcome = await self._send_with_retries(key, body, _estimated_tokens(messages, sampling.get("max_tokens", 0)))
-        if isinstance(outcome, Failure) and outcome.reason.startswith("retries_exhausted"):
-            return outcome  # transient: not journaled, a rerun tries again
-        if isinstance(outcome, Failure) and outcome.reason in retry.ENDPOINT_FATAL:
-            self.fatal = self.fatal or outcome
-            return outcome
+        if isinstance(outcome, Failure) and not retry.is_final(outcome.reason):
+            if retry.stops_the_endpoint(outcome.reason):
+                self._stop(outcome)
+            return outcome  # not journaled: a rerun after the server is fixed sends it again
         entry = self._to_entry(outcome)
         await self.journal.append(entry)
         if isinstance(outcome, Completion):
@@ -171,6 +183,37 @@ class TeacherClient:
             self.stats.prompt_tokens += outcome.prompt_tokens
             self.stats.completion_tokens += outcome.completion_tokens
         return outcome
+
+    def _stop(self, failure: Failure) -> None:
+        self.fatal = self.fatal or failure
+        if self._down is not None:
+            self._down.set()
+
+    def _answered(self) -> None:
+        self._streak, self._refusals_only, self._last_answer = 0, True, time.monotonic()
+
+    def _failed_attempt(self, reason: str, detail: str, *, refusal: bool) -> None:
+        self._streak += 1
+        self._refusals_only = self._refusals_only and refusal
+        quiet_s = time.monotonic() - self._last_answer
+        ep = self.endpoint
+        if self.fatal is None and self._streak >= ep.breaker_failures and (
+                self._refusals_only or quiet_s >= ep.breaker_window_s):
+            self._stop(Failure("", f"{retry.ENDPOINT_DOWN}:{reason}",
+                               f"{self._url}: {self._streak} failed attempts in a row, no answer for {quiet_s:.0f} s; "
+                               f"last: {reason} {detail}".strip()))
+
+    def _gave_up(self, key: str) -> Failure:
+        return Failure(key, self.fatal.reason, self.fatal.detail)
+
+    async def _sleep_unless_down(self, seconds: float) -> None:
+        if self._down is None:  # used without `async with`
+            await asyncio.sleep(seconds)
+            return
+        try:
+            await asyncio.wait_for(self._down.wait(), seconds)
+        except asyncio.TimeoutError:
+            pass
 
     def _from_entry(self, entry: dict) -> Completion | Failure:
         if entry["kind"] == "failure":
@@ -193,22 +236,32 @@ class TeacherClient:
         deadline = time.monotonic() + ep.max_retry_s
         attempt = 0
         while True:
+            if self.fatal is not None:
+                return self._gave_up(key)
             attempt += 1
             await self._requests.acquire(1)
             await self._tokens.acquire(estimate)
+            if self.fatal is not None:
+                return self._gave_up(key)
             try:
                 completion = await self._send_once(key, body)
+                self._answered()
                 self._tokens.charge(completion.prompt_tokens + completion.completion_tokens - estimate)
                 return completion
             except _Retryable as e:
                 self.stats.retries[e.reason] += 1
+                self._failed_attempt(e.reason, e.detail, refusal=False)
                 wait = retry.backoff_seconds(attempt, base_s=ep.backoff_base_s, max_s=ep.backoff_max_s,
                                              retry_after_s=e.retry_after_s, rng=self._rng)
                 if attempt >= ep.max_attempts or time.monotonic() + wait > deadline:
                     return Failure(key, f"retries_exhausted:{e.reason}", e.detail)
-                await asyncio.sleep(wait)
+                await self._sleep_unless_down(wait)
             except _Refused as e:
                 self.stats.refused[e.failure.reason] += 1
+                if retry.is_final(e.failure.reason):
+                    self._answered()  # the server understood the request and answered it
+                else:
+                    self._failed_attempt(e.failure.reason, e.failure.detail, refusal=True)
                 return e.failure
 
     async def _send_once(self, key: str, body: bytes) -> Completion:

@@ -43,6 +43,11 @@ class EndpointConfig:
     max_retry_s: float  # cap on the total time one request spends retrying
     backoff_base_s: float
     backoff_max_s: float
+    # Circuit breaker: the endpoint is declared down, and the run stops, after `breaker_failures`
+    # failed attempts in a row with no answer for `breaker_window_s` (a dead URL, 5xx forever), or
+    # after `breaker_failures` refusals in a row (404 on every request: a base URL without /v1).
+    breaker_failures: int = 16
+    breaker_window_s: float = 120.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -154,7 +159,8 @@ def _endpoint(name: str, cd) -> EndpointConfig:
         max_in_flight=int(cd.max_in_flight),
         requests_per_minute=float(cd.requests_per_minute), tokens_per_minute=float(cd.tokens_per_minute),
         timeout_s=float(cd.timeout_s), max_attempts=int(cd.max_attempts), max_retry_s=float(cd.max_retry_s),
-        backoff_base_s=float(cd.backoff_base_s), backoff_max_s=float(cd.backoff_max_s))
+        backoff_base_s=float(cd.backoff_base_s), backoff_max_s=float(cd.backoff_max_s),
+        breaker_failures=int(cd.breaker_failures), breaker_window_s=float(cd.breaker_window_s))
 
 
 def from_config_dict(cd) -> CurateConfig:

@@ -14,6 +14,7 @@ import time
 from typing import TextIO
 
 from distil_jax.curate import manifest, shards
+from distil_jax.curate.pairs import write_judge_pairs
 from distil_jax.curate.agents import classify, expand, judge, refine, rewrite, verify
 from distil_jax.curate.agents.base import StageContext
 from distil_jax.curate.client import TeacherClient
@@ -21,7 +22,7 @@ from distil_jax.curate.config import CurateConfig, StageKind
 from distil_jax.curate.diversity import balance_language, dedup, resample_tasks, sample_lengths
 from distil_jax.curate.journal import Journal
 from distil_jax.curate.progress import ProgressDisplay
-from distil_jax.curate.records import read_seeds
+from distil_jax.curate.records import SeedError, read_seeds
 from distil_jax.curate.stage_report import StageReport
 
 STAGES = {
@@ -65,12 +66,15 @@ def _stage_names(stages: tuple[StageKind, ...]) -> list[str]:
     return names
 
 
-async def run_pipeline(plan: RunPlan, *, progress_stream: TextIO = sys.stderr) -> dict:
+async def run_pipeline(plan: RunPlan, *, progress_stream: TextIO | None = None) -> dict:
     """Curates one input shard; returns the manifest (also written to output_dir/manifest.json)."""
     started = time.monotonic()
     config = plan.config
     records = read_seeds(plan.input_path, shard_index=plan.shard_index, num_shards=plan.num_shards)
     records_in = len(records)
+    if not records:
+        where = f" (shard {plan.shard_index} of {plan.num_shards})" if plan.num_shards > 1 else ""
+        raise SeedError(f"{plan.input_path}: no seed records{where}")
     os.makedirs(plan.output_dir, exist_ok=True)
     journal = Journal.open(os.path.join(plan.output_dir, JOURNAL_NAME))
     reports: list[StageReport] = []
@@ -80,7 +84,7 @@ async def run_pipeline(plan: RunPlan, *, progress_stream: TextIO = sys.stderr) -
                                                                             seed=config.seed))
                        for name in _endpoints_used(config)}
             progress = ProgressDisplay(
-                interval_s=config.progress_interval_s, stream=progress_stream,
+                interval_s=config.progress_interval_s, stream=progress_stream or sys.stderr,
                 tokens_spent=lambda: sum(c.stats.prompt_tokens + c.stats.completion_tokens for c in clients.values()))
             ctx = StageContext(config=config, clients=clients, progress=progress)
             for kind, name in zip(config.stages, _stage_names(config.stages)):
@@ -91,16 +95,20 @@ async def run_pipeline(plan: RunPlan, *, progress_stream: TextIO = sys.stderr) -
                 reports.append(report)
                 if any(c.fatal for c in clients.values()):
                     break
-            fatal = {name: c.fatal.reason for name, c in clients.items() if c.fatal}
+            fatal = {name: f"{c.fatal.reason}: {c.fatal.detail}" if c.fatal.detail else c.fatal.reason
+                     for name, c in clients.items() if c.fatal}
             endpoint_stats = {name: c.stats.as_dict() for name, c in clients.items()}
     finally:
         journal.close()
     names = [] if fatal else shards.write_shards(plan.output_dir, [r.to_json() for r in records],
                                                  config.num_output_shards)
+    pair_names = [] if fatal or StageKind.JUDGE not in config.stages else write_judge_pairs(
+        plan.output_dir, records, config)
     result = manifest.build_manifest(
         config_path=plan.config_path, shard_index=plan.shard_index, num_shards=plan.num_shards,
         records_in=records_in, records_out=len(records) if not fatal else 0,
         stages=[r.as_dict() for r in reports], endpoints=endpoint_stats, shards=names,
         seconds=time.monotonic() - started, fatal=fatal)
+    result["pairs"] = pair_names  # the judge's teacher-vs-student pairs (distil_jax.pairs.format)
     manifest.write_json_atomically(os.path.join(plan.output_dir, MANIFEST_NAME), result)
     return result

@@ -21,6 +21,7 @@ class Record:
     parents: tuple[str, ...] = ()
     agents: tuple[str, ...] = ()  # agents that touched it, in order
     scores: tuple[tuple[str, float], ...] = ()
+    student_response: str = ""  # the student's answer the judge compared (for preference pairs)
 
     def touched_by(self, agent: str, **changes) -> "Record":
         return dataclasses.replace(self, agents=self.agents + (agent,), **changes)

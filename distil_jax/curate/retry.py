@@ -15,6 +15,8 @@ def is_retryable_status(status: int) -> bool:
 def refusal_reason(status: int, body: str) -> str:
     """A stable reason for a non-retryable HTTP error, used in counts and the journal."""
     lowered = body.lower()
+    if status == 400 and ("maximum context length" in lowered or "context_length_exceeded" in lowered):
+        return "context_length_exceeded"
     if status == 400 and ("content_filter" in lowered or "content filter" in lowered
                           or "data_inspection_failed" in lowered or "content management policy" in lowered):
         return "content_filter"
@@ -30,6 +32,22 @@ def refusal_reason(status: int, body: str) -> str:
 # Refusals that say nothing about the request itself: every later request would fail the same way,
 # and a rerun after fixing the key or the balance must send them again, so they are not journaled.
 ENDPOINT_FATAL = frozenset({"insufficient_balance", "unauthorized", "forbidden"})
+
+# The only failures that are final by the API's own semantics (the same request is refused again
+# whatever the server's state), so the only ones journaled. Every other 4xx (404 while a model name
+# is wrong or still loading, 400/422 from a misconfigured server, ...) is answered again by a rerun.
+FINAL_REFUSALS = frozenset({"content_filter", "context_length_exceeded"})
+
+# Prefix of the reason given when an endpoint's circuit breaker trips (see TeacherClient).
+ENDPOINT_DOWN = "endpoint_down"
+
+
+def is_final(reason: str) -> bool:
+    return reason in FINAL_REFUSALS
+
+
+def stops_the_endpoint(reason: str) -> bool:
+    return reason in ENDPOINT_FATAL or reason.startswith(ENDPOINT_DOWN)
 
 
 def retry_after_seconds(headers) -> float | None:

@@ -10,6 +10,10 @@ Documents are shifted before packing, so `target_ids[t]` is always the next toke
 document and a document's last token (whose next token would be another document's) has
 `loss_mask` 0. A document longer than `seq_len` is truncated to `seq_len` tokens.
 
+Every position carries `example_index`, the global record index of its document (-1 on
+padding), through packing. With `teacher_store`, each batch is then joined, by example, with the
+offline teacher's top-k (see `teacher_join.py`): after shuffling and packing, never by step.
+
 Packing runs after the worker prefetch, in the consuming process: grain's workers read
 interleaved slices of the decoded stream, so the packed batches do not depend on the number of
 workers, and the iterator's `get_state()` / `set_state()` resume bit-identically.
@@ -24,8 +28,22 @@ import numpy as np
 
 from distil_jax.data import shards
 
-FEATURES = ("input_ids", "target_ids", "loss_mask")
-BATCH_KEYS = ("input_ids", "target_ids", "loss_mask", "segment_ids", "positions")
+FEATURES = ("input_ids", "target_ids", "loss_mask", "example_index")
+BATCH_KEYS = ("input_ids", "target_ids", "loss_mask", "segment_ids", "positions", "example_index")
+TEACHER_KEYS = ("topk_ids", "topk_logprobs", "topk_tail")
+
+
+class _IndexedRecords:
+    """The data's ArrayRecord files as one source of `(global record index, record bytes)`."""
+
+    def __init__(self, paths: list[str]):
+        self._source = shards.ShardSource(paths)  # read errors name the shard
+
+    def __len__(self) -> int:
+        return len(self._source)
+
+    def __getitem__(self, index) -> tuple[int, bytes]:
+        return int(index), self._source[index]
 
 
 class _DecodeDocument(grain.transforms.Map):
@@ -34,23 +52,27 @@ class _DecodeDocument(grain.transforms.Map):
     def __init__(self, seq_len: int):
         self._seq_len = seq_len
 
-    def map(self, record: bytes) -> dict[str, np.ndarray]:
+    def map(self, indexed: tuple[int, bytes]) -> dict[str, np.ndarray]:
+        index, record = indexed
         _, ids, mask = shards.decode_record(record)
         ids, mask = ids[:self._seq_len], mask[:self._seq_len]
         target_ids = np.zeros_like(ids)
         target_ids[:-1] = ids[1:]
         loss_mask = np.zeros(ids.shape, np.float32)
         loss_mask[:-1] = mask[1:]
-        return {"input_ids": ids, "target_ids": target_ids, "loss_mask": loss_mask}
+        return {"input_ids": ids, "target_ids": target_ids, "loss_mask": loss_mask,
+                "example_index": np.full(ids.shape, index, np.int32)}
 
 
 def _to_training_batch(packed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    segment_ids = packed["input_ids_segment_ids"].astype(np.int32)  # 0 = padding
     return {
         "input_ids": packed["input_ids"].astype(np.int32),
         "target_ids": packed["target_ids"].astype(np.int32),
         "loss_mask": packed["loss_mask"].astype(np.float32),
-        "segment_ids": packed["input_ids_segment_ids"].astype(np.int32),  # 0 = padding
+        "segment_ids": segment_ids,
         "positions": packed["input_ids_positions"].astype(np.int32),
+        "example_index": np.where(segment_ids > 0, packed["example_index"], -1).astype(np.int32),
     }
 
 
@@ -58,7 +80,8 @@ def make_dataset(data_dir: str | os.PathLike, *, seq_len: int, batch_size: int, 
                  shard_index: int = 0, shard_count: int = 1, num_epochs: int | None = None,
                  shuffle: bool = True, num_packing_bins: int | None = None,
                  max_documents_per_row: int | None = None, worker_count: int = 0, worker_buffer_size: int = 4, read_threads: int = 2,
-                 prefetch_batches: int = 2) -> grain.IterDataset:
+                 prefetch_batches: int = 2,
+                 teacher_store: str | os.PathLike | None = None) -> grain.IterDataset:
     """The batch stream of one process, as a grain `IterDataset` (iterate it, or `iter()` it).
 
     `shard_index`/`shard_count`: this process's slice of every epoch (pass
@@ -70,14 +93,22 @@ def make_dataset(data_dir: str | os.PathLike, *, seq_len: int, batch_size: int, 
     (a script using them needs the `if __name__ == "__main__":` guard: workers are spawned).
     `prefetch_batches` batches are packed ahead in a background thread, so packing overlaps
     the train step; the iterator state still points at the last batch handed out.
+    `teacher_store`: a directory written by `distil-jax teacher-logits` over this data; every
+    batch then also holds `topk_ids` [B, L, K] int32, `topk_logprobs` [B, L, K] float32 and
+    `topk_tail` [B, L] float32 (zeros where `loss_mask` is 0), checked example by example.
     """
     if not 0 <= shard_index < shard_count:
         raise ValueError(f"shard_index {shard_index} outside [0, {shard_count})")
     manifest = shards.read_manifest(data_dir)
+    shards.verify_shards(data_dir, manifest)  # sizes, counts, magic: errors name the shard file
     paths = [str(Path(data_dir) / s["path"]) for s in manifest["shards"] if s["examples"]]
     if not paths:
         raise ValueError(f"{data_dir}: the manifest lists no examples")
-    ds = grain.MapDataset.source(grain.sources.ArrayRecordDataSource(paths))
+    join = None
+    if teacher_store is not None:
+        from distil_jax.data.teacher_join import JoinTeacher  # noqa: PLC0415
+        join = JoinTeacher(teacher_store, data_dir, manifest, paths)
+    ds = grain.MapDataset.source(_IndexedRecords(paths))
     if len(ds) < shard_count:
         raise ValueError(f"{data_dir}: {len(ds)} examples cannot be split over {shard_count} processes")
     if shuffle:
@@ -95,6 +126,8 @@ def make_dataset(data_dir: str | os.PathLike, *, seq_len: int, batch_size: int, 
         num_packing_bins=num_packing_bins or batch_size, seed=seed, shuffle_bins=True,
         max_sequences_per_bin=max_documents_per_row or None)
     it = it.batch(batch_size, drop_remainder=True).map(_to_training_batch)
+    if join is not None:
+        it = it.map(join)
     if prefetch_batches > 0:
         it = grain.experimental.ThreadPrefetchIterDataset(it, prefetch_buffer_size=prefetch_batches)
     return it

@@ -18,13 +18,13 @@ import hashlib
 import json
 import os
 import shutil
-import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
 
+from distil_jax import temporaries
 from distil_jax import tokenizer as tokenizer_lib
 from distil_jax.data import formats, shards
 from distil_jax.data.chat import ChatEncoder
@@ -62,10 +62,17 @@ def prepare_dataset(inputs: Sequence[str | os.PathLike], output: str | os.PathLi
     if tokenizer is None or isinstance(tokenizer, (str, os.PathLike)):
         tokenizer = tokenizer_lib.load_tokenizer(tokenizer)
     output.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{output.name}.tmp-", dir=output.parent))
+    temporaries.remove_abandoned(str(output), hidden=True)  # left by a killed prepare
+    tmp = Path(temporaries.temporary_name(str(output), hidden=True))
+    tmp.mkdir()
     _chmod_like_mkdir(tmp)
     try:
         manifest = _Run(tokenizer, tmp, max_length, overlong, strict, shard_size).run(inputs)
+        if not manifest["counts"]["examples"]:
+            reasons = ", ".join(f"{n['count']} {r} (first at {n['first'][0]})" for r, n in manifest["skipped"].items())
+            raise PrepareError(f"no usable examples in {', '.join(map(str, inputs))}: "
+                               f"{manifest['counts']['records_read']} records read"
+                               + (f", skipped {reasons}" if reasons else "") + f"; {output} not written")
         manifest["tokenizer"] = {
             "id": tokenizer.name_or_path,
             "fingerprint": tokenizer_lib.tokenizer_fingerprint(tokenizer),

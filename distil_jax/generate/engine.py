@@ -17,7 +17,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from distil_jax.generate.sampling import GREEDY, Sampling, row_keys, sample, token_logprobs
+from distil_jax.generate.sampling import (GREEDY, Sampling, adjust_logits, row_keys, sample,
+                                          token_logprobs)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -46,8 +47,9 @@ def model_config(model):
 @functools.partial(jax.jit, static_argnames=("graphdef", "max_new", "any_sampling", "num_logprobs",
                                              "cache_dtype"))
 def _generate_on_device(graphdef, state, prompt_BxT, length_B, max_new_B, temperature_B, top_k_B,
-                        top_p_B, seed_B, salt_B, stop_ids_S, *, max_new: int, any_sampling: bool,
-                        num_logprobs: int, cache_dtype):
+                        top_p_B, seed_B, salt_B, stop_ids_S, adjust, *, max_new: int,
+                        any_sampling: bool, num_logprobs: int, cache_dtype):
+    """`adjust` is None (no row adjusts its logits) or the per-row arrays of `adjust_logits`."""
     from distil_jax.model import KVCache
 
     model = nnx.merge(graphdef, state)
@@ -59,7 +61,22 @@ def _generate_on_device(graphdef, state, prompt_BxT, length_B, max_new_B, temper
     keys_Bx2 = row_keys(seed_B, salt_B)
     k = max(num_logprobs, 1)
 
+    vocab = model_config(model).vocab_size
+    if adjust is not None:
+        rows_Bx1 = jnp.arange(batch)[:, None]
+        in_prompt_BxT = jnp.arange(prompt_len)[None, :] < length_B[:, None]
+        prompt_seen_BxV = jnp.zeros((batch, vocab), jnp.int32).at[rows_Bx1, prompt_BxT].add(
+            in_prompt_BxT.astype(jnp.int32)) > 0
+        stop_V = jnp.zeros((vocab,), bool).at[stop_ids_S].set(stop_ids_S >= 0, mode="drop")
+
     def choose(logits_BxV, step, out):
+        if adjust is not None:
+            block_BxV = (out["count_B"] < adjust["min_new_B"])[:, None] & stop_V[None, :]
+            logits_BxV = adjust_logits(
+                logits_BxV, prompt_seen_BxV=prompt_seen_BxV, counts_BxV=out["counts_BxV"],
+                repetition_B=adjust["repetition_B"], frequency_B=adjust["frequency_B"],
+                presence_B=adjust["presence_B"], bias_ids_BxK=adjust["bias_ids_BxK"],
+                bias_BxK=adjust["bias_BxK"], block_BxV=block_BxV)
         step_keys = jax.vmap(jax.random.fold_in, in_axes=(0, None))(keys_Bx2, step)
         token_B = sample(logits_BxV, step_keys, temperature_B, top_k_B, top_p_B,
                          any_sampling=any_sampling)
@@ -72,6 +89,9 @@ def _generate_on_device(graphdef, state, prompt_BxT, length_B, max_new_B, temper
             out["logp_BxN"] = out["logp_BxN"].at[:, step].set(chosen_B)
             out["top_BxNxK"] = out["top_BxNxK"].at[:, step].set(top_BxK)
             out["top_ids_BxNxK"] = out["top_ids_BxNxK"].at[:, step].set(top_ids_BxK)
+        if adjust is not None:
+            out["counts_BxV"] = out["counts_BxV"].at[jnp.arange(batch), token_B].add(
+                live_B.astype(jnp.int32))
         stop_B = live_B & jnp.isin(token_B, stop_ids_S)
         out["count_B"] = out["count_B"] + live_B.astype(jnp.int32)
         out["stopped_B"] = out["stopped_B"] | stop_B
@@ -84,6 +104,8 @@ def _generate_on_device(graphdef, state, prompt_BxT, length_B, max_new_B, temper
         "stopped_B": jnp.zeros((batch,), bool),
         "done_B": max_new_B <= 0,
     }
+    if adjust is not None:
+        out["counts_BxV"] = jnp.zeros((batch, vocab), jnp.int32)
     if num_logprobs > 0:
         out["logp_BxN"] = jnp.zeros((batch, max_new), jnp.float32)
         out["top_BxNxK"] = jnp.zeros((batch, max_new, k), jnp.float32)
@@ -104,6 +126,18 @@ def _generate_on_device(graphdef, state, prompt_BxT, length_B, max_new_B, temper
 
     _, _, _, out = jax.lax.while_loop(keep_going, decode_step, (jnp.int32(1), token_B, cache, out))
     return out
+
+
+@functools.partial(jax.jit, static_argnames=("graphdef", "num_top"))
+def _score_on_device(graphdef, state, tokens_BxT, *, num_top: int):
+    """Log-probability of each token given the ones before it ([B, T-1]) and the `num_top` most
+    likely tokens at each of those positions."""
+    model = nnx.merge(graphdef, state)
+    logits_BxTxV = model(tokens_BxT)
+    logp_BxTxV = jax.nn.log_softmax(logits_BxTxV[:, :-1].astype(jnp.float32), axis=-1)
+    chosen_BxT = jnp.take_along_axis(logp_BxTxV, tokens_BxT[:, 1:, None], axis=-1)[..., 0]
+    top_BxTxK, ids_BxTxK = jax.lax.top_k(logp_BxTxV, num_top)
+    return chosen_BxT, top_BxTxK, ids_BxTxK
 
 
 def _prefill(model, prompt_BxT, positions_BxT, length_B, cache):
@@ -165,14 +199,31 @@ class Generator:
         seed_B = np.array(seeds + [0] * pad, np.uint32)
         salt_B = np.array(salts + [0] * pad, np.uint32)
         stop_ids_S = np.array(self.stop_ids or (-1,), np.int32)
+        adjust = _adjust_arrays(samplings, pad) if any(s.adjusts for s in samplings) else None
         out = _generate_on_device(
             self.graphdef, self.state, prompt_BxT, length_B, max_new_B, temperature_B, top_k_B,
-            top_p_B, seed_B, salt_B, stop_ids_S, max_new=new_len,
+            top_p_B, seed_B, salt_B, stop_ids_S, adjust, max_new=new_len,
             any_sampling=any(not s.greedy for s in samplings),
             num_logprobs=_bucket(num_logprobs, 1) if num_logprobs > 0 else 0,
             cache_dtype=self.cache_dtype)
         out = jax.device_get(out)
         return [self._completion(out, i, num_logprobs) for i in range(n)]
+
+    def score(self, prompts: Sequence[Sequence[int]], *, num_top: int = 1):
+        """For each prompt, (log p(token_t | tokens_<t) for t >= 1, the `num_top` most likely
+        (id, logprob) at each of those positions): what a log-likelihood harness asks for."""
+        if not prompts:
+            return []
+        length = _bucket(max(len(p) for p in prompts), self.min_prompt_bucket)
+        tokens_BxT = np.zeros((_bucket(len(prompts), 1), length), np.int32)
+        for i, p in enumerate(prompts):
+            tokens_BxT[i, : len(p)] = p
+        k = _bucket(max(num_top, 1), 1)
+        chosen, top, ids = jax.device_get(_score_on_device(self.graphdef, self.state, tokens_BxT,
+                                                           num_top=k))
+        return [(chosen[i, : len(p) - 1].tolist(),
+                 [list(zip(ids[i, t, :num_top].tolist(), top[i, t, :num_top].tolist()))
+                  for t in range(len(p) - 1)]) for i, p in enumerate(prompts)]
 
     @staticmethod
     def _completion(out, i: int, num_logprobs: int) -> Completion:
@@ -185,6 +236,21 @@ class Generator:
         top = [list(zip(out["top_ids_BxNxK"][i, t, :num_logprobs].tolist(),
                         out["top_BxNxK"][i, t, :num_logprobs].tolist())) for t in range(kept)]
         return Completion(tokens, "stop" if stopped else "length", logprobs, top)
+
+
+def _adjust_arrays(samplings: Sequence[Sampling], pad: int) -> dict:
+    """The per-row inputs of `adjust_logits`; logit_bias lists are padded with +0 on token 0."""
+    rows = list(samplings) + [GREEDY] * pad
+    k = _bucket(max(len(s.logit_bias) for s in rows), 1)
+    bias_ids, bias = np.zeros((len(rows), k), np.int32), np.zeros((len(rows), k), np.float32)
+    for i, s in enumerate(rows):
+        for j, (token, value) in enumerate(s.logit_bias):
+            bias_ids[i, j], bias[i, j] = token, value
+    column = lambda name, dtype: np.array([getattr(s, name) for s in rows], dtype)
+    return {"repetition_B": column("repetition_penalty", np.float32),
+            "frequency_B": column("frequency_penalty", np.float32),
+            "presence_B": column("presence_penalty", np.float32),
+            "min_new_B": column("min_new_tokens", np.int32), "bias_ids_BxK": bias_ids, "bias_BxK": bias}
 
 
 def _as_list(value, n: int, name: str) -> list:

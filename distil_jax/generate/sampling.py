@@ -19,8 +19,16 @@ class Sampling:
     temperature: float = 0.0
     top_k: int = 0
     top_p: float = 1.0
+    # Logit adjustments, applied before temperature (see `adjust_logits`); defaults switch them off.
+    repetition_penalty: float = 1.0
+    frequency_penalty: float = 0.0
+    presence_penalty: float = 0.0
+    logit_bias: tuple[tuple[int, float], ...] = ()
+    min_new_tokens: int = 0
 
     def __post_init__(self):
+        if not self.repetition_penalty > 0.0:
+            raise ValueError(f"repetition_penalty must be > 0, got {self.repetition_penalty}")
         if not self.temperature >= 0.0:
             raise ValueError(f"temperature must be >= 0, got {self.temperature}")
         if not 0.0 < self.top_p <= 1.0:
@@ -31,6 +39,11 @@ class Sampling:
     @property
     def greedy(self) -> bool:
         return self.temperature == 0.0
+
+    @property
+    def adjusts(self) -> bool:
+        return (self.repetition_penalty != 1.0 or self.frequency_penalty != 0.0
+                or self.presence_penalty != 0.0 or bool(self.logit_bias) or self.min_new_tokens > 0)
 
 
 GREEDY = Sampling()
@@ -73,3 +86,22 @@ def token_logprobs(logits_BxV: jax.Array, token_B: jax.Array, *, num_top: int):
     chosen_B = jnp.take_along_axis(logp_BxV, token_B[:, None], axis=-1)[:, 0]
     top_BxK, top_ids_BxK = jax.lax.top_k(logp_BxV, num_top)
     return chosen_B, top_BxK, top_ids_BxK.astype(jnp.int32)
+
+
+def adjust_logits(logits_BxV: jax.Array, *, prompt_seen_BxV: jax.Array, counts_BxV: jax.Array,
+                  repetition_B: jax.Array, frequency_B: jax.Array, presence_B: jax.Array,
+                  bias_ids_BxK: jax.Array, bias_BxK: jax.Array, block_BxV: jax.Array) -> jax.Array:
+    """Float32 logits after, in order (vLLM's and transformers' order):
+      logit_bias:          l[v] += bias[v]
+      repetition (CTRL):   for v in prompt or output, l[v] = l[v] / r if l[v] > 0 else l[v] * r
+      frequency/presence:  l[v] -= frequency * count[v] + presence * (count[v] > 0), output only
+      blocked (min_tokens): l[v] = -inf while the row is below its minimum length
+    `counts_BxV` counts each token among the row's new tokens."""
+    rows_B = jnp.arange(logits_BxV.shape[0])[:, None]
+    x = logits_BxV.astype(jnp.float32).at[rows_B, bias_ids_BxK].add(bias_BxK)
+    seen_BxV = prompt_seen_BxV | (counts_BxV > 0)
+    r_Bx1 = repetition_B[:, None]
+    x = jnp.where(seen_BxV, jnp.where(x > 0, x / r_Bx1, x * r_Bx1), x)
+    counts = counts_BxV.astype(jnp.float32)
+    x = x - frequency_B[:, None] * counts - presence_B[:, None] * (counts > 0)
+    return jnp.where(block_BxV, -jnp.inf, x)

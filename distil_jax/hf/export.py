@@ -10,12 +10,12 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import uuid
 
 import jax
 import numpy as np
 from jax.experimental import multihost_utils
 
+from distil_jax import temporaries
 from distil_jax.hf.mapping import entries, our_path
 from distil_jax.hf.safetensors_io import write_safetensors
 from distil_jax.model import Qwen2
@@ -102,8 +102,9 @@ def save_pretrained(model: Qwen2, path: str, tokenizer=None, *, dtype=None,
       yield e.rule.to_hf(_to_host(value)).astype(out_dtype)
 
   writer = jax.process_index() == 0
-  tmp = f"{path}.tmp-{uuid.uuid4().hex[:8]}"
+  tmp = temporaries.temporary_name(path)
   if writer:
+    temporaries.remove_abandoned(path)  # left by a killed export
     os.makedirs(tmp)
   try:
     weight_map, total = {}, 0

@@ -13,19 +13,28 @@ import jax.numpy as jnp
 from jax._src.cudnn import fused_attention_stablehlo as cudnn_attention
 
 from distil_jax.model.config import AttentionImpl
+from distil_jax.model.rope_scaling import YarnScaling
 from distil_jax.sharding import constrain
 
 _NEG_INF = -0.7 * float(jnp.finfo(jnp.float32).max)
 
 
-def rope(x_BxTxNxH: jax.Array, positions_BxT: jax.Array, theta: float) -> jax.Array:
-  """Rotate-half RoPE as Qwen2/HF compute it: angles in float32, then cast back."""
+def rope(x_BxTxNxH: jax.Array, positions_BxT: jax.Array, theta: float,
+         scaling: YarnScaling | None = None) -> jax.Array:
+  """Rotate-half RoPE as Qwen2/HF compute it: angles in float32, then cast back. With YaRN
+  `scaling`, its frequencies and its attention factor on cos and sin (rope_scaling.py)."""
   h = x_BxTxNxH.shape[-1]
-  inv_freq = 1.0 / (theta ** (jnp.arange(0, h, 2, dtype=jnp.float32) / h))
+  if scaling is None:
+    inv_freq = 1.0 / (theta ** (jnp.arange(0, h, 2, dtype=jnp.float32) / h))
+  else:
+    inv_freq = jnp.asarray(scaling.inv_freq(h, theta))
   angles_BxTxH2 = positions_BxT.astype(jnp.float32)[..., None] * inv_freq
   angles_BxTxH = jnp.concatenate([angles_BxTxH2, angles_BxTxH2], axis=-1)
-  cos = jnp.cos(angles_BxTxH)[:, :, None, :].astype(x_BxTxNxH.dtype)
-  sin = jnp.sin(angles_BxTxH)[:, :, None, :].astype(x_BxTxNxH.dtype)
+  cos, sin = jnp.cos(angles_BxTxH), jnp.sin(angles_BxTxH)
+  if scaling is not None:
+    cos, sin = cos * scaling.attention_factor, sin * scaling.attention_factor
+  cos = cos[:, :, None, :].astype(x_BxTxNxH.dtype)
+  sin = sin[:, :, None, :].astype(x_BxTxNxH.dtype)
   x1, x2 = jnp.split(x_BxTxNxH, 2, axis=-1)
   rotated = jnp.concatenate([-x2, x1], axis=-1)
   return x_BxTxNxH * cos + rotated * sin

@@ -7,6 +7,8 @@ from typing import Any
 
 import jax.numpy as jnp
 
+from distil_jax.model.rope_scaling import YarnScaling, check_supported, rope_from_hf
+
 
 class AttentionImpl(enum.Enum):
   XLA = "xla"  # portable einsum path; the CPU path and the decode path
@@ -61,6 +63,7 @@ class ModelConfig:
   max_segments_per_row: int = 0
   remat_policy: RematPolicy = RematPolicy.NONE
   initializer_range: float = 0.02
+  rope_scaling: YarnScaling | None = None  # None: plain RoPE (see rope_scaling.py for YaRN)
 
   def __post_init__(self):
     if self.max_segments_per_row < 0:
@@ -159,10 +162,9 @@ class ModelConfig:
   def from_hf(cls, hf: dict[str, Any], *, source: str = "config.json", **kw) -> "ModelConfig":
     if hf.get("model_type") != "qwen2":
       raise ValueError(f"{source}: model_type is {hf.get('model_type')!r}, expected 'qwen2'")
-    if hf.get("rope_scaling") not in (None, {}) and (hf["rope_scaling"] or {}).get("type", "default") != "default":
-      raise ValueError(f"{source}: rope_scaling {hf['rope_scaling']} is not supported")
+    check_supported(hf, source)
+    theta, rope_scaling = rope_from_hf(hf, source)
     heads = hf["num_attention_heads"]
-    theta = hf.get("rope_theta") or (hf.get("rope_parameters") or {}).get("rope_theta", 10000.0)
     hf_dtype = hf.get("torch_dtype") or hf.get("dtype")
     defaults = {}
     if hf_dtype in _DTYPES:
@@ -176,7 +178,7 @@ class ModelConfig:
         rms_norm_eps=hf.get("rms_norm_eps", 1e-6),
         tie_word_embeddings=bool(hf.get("tie_word_embeddings", False)),
         max_position_embeddings=hf.get("max_position_embeddings", 32768),
-        initializer_range=hf.get("initializer_range", 0.02), **defaults)
+        initializer_range=hf.get("initializer_range", 0.02), rope_scaling=rope_scaling, **defaults)
 
   def to_hf(self, *, bos_token_id: int | None = 151643, eos_token_id: int | None = 151645) -> dict[str, Any]:
     if self.head_dim * self.num_heads != self.hidden_size:
@@ -191,7 +193,8 @@ class ModelConfig:
         "tie_word_embeddings": self.tie_word_embeddings, "attention_dropout": 0.0,
         "initializer_range": self.initializer_range, "use_cache": True,
         "use_sliding_window": False, "sliding_window": None,
-        "max_window_layers": self.num_layers, "rope_scaling": None,
+        "max_window_layers": self.num_layers,
+        "rope_scaling": self.rope_scaling.to_hf() if self.rope_scaling else None,
         "bos_token_id": bos_token_id, "eos_token_id": eos_token_id,
         "torch_dtype": dtype_name(self.param_dtype),
     }

@@ -81,8 +81,8 @@ def decoder_layer(cfg: ModelConfig, x_BxTxD, p, positions_BxT, segment_ids_BxT, 
   q = jnp.einsum("btd,dnh->btnh", h, w["q_kernel"]) + w["q_bias"]
   k = jnp.einsum("btd,dkh->btkh", h, w["k_kernel"]) + w["k_bias"]
   v = jnp.einsum("btd,dkh->btkh", h, w["v_kernel"]) + w["v_bias"]
-  q = constrain(rope(q, positions_BxT, cfg.rope_theta), ("batch", "seq", "act_heads", "head_dim"))
-  k = constrain(rope(k, positions_BxT, cfg.rope_theta), ("batch", "seq", "act_kv_heads", "head_dim"))
+  q = constrain(rope(q, positions_BxT, cfg.rope_theta, cfg.rope_scaling), ("batch", "seq", "act_heads", "head_dim"))
+  k = constrain(rope(k, positions_BxT, cfg.rope_theta, cfg.rope_scaling), ("batch", "seq", "act_kv_heads", "head_dim"))
   if kv is None:
     attn = self_attention(cfg.attention_impl, q, k, v, positions_BxT, segment_ids_BxT,
                           max_segments_per_row=cfg.max_segments_per_row)

@@ -3,6 +3,9 @@
 The event loop queues rows; one worker takes the first waiting row, waits up to `max_wait_s` for
 more (or none, if the batch fills), and runs the batch on a single generation thread, so the device
 sees one call at a time. While a batch runs, new rows pile up and form the next batch.
+
+Rows are validated against the generator's limits before they are queued (see `protocol`); should a
+batch still fail, each of its rows is run again alone, so only the row at fault fails.
 """
 from __future__ import annotations
 
@@ -10,8 +13,9 @@ import asyncio
 import dataclasses
 from concurrent.futures import ThreadPoolExecutor
 
-from distil_jax.generate.engine import Completion, Generator
+from distil_jax.generate.engine import Generator
 from distil_jax.serve.protocol import Row
+from distil_jax.serve.responses import Answer
 
 
 @dataclasses.dataclass
@@ -19,6 +23,7 @@ class BatchStats:
     batches: int = 0
     rows: int = 0
     largest_batch: int = 0
+    new_tokens: int = 0
 
 
 class Batcher:
@@ -45,7 +50,11 @@ class Batcher:
                 pass
         self._executor.shutdown(wait=True)
 
-    async def submit(self, rows: list[Row]) -> list[Completion]:
+    @property
+    def queue_depth(self) -> int:
+        return self._queue.qsize() if self._queue is not None else 0
+
+    async def submit(self, rows: list[Row]) -> list[Answer]:
         loop = asyncio.get_running_loop()
         futures = [loop.create_future() for _ in rows]
         for row, future in zip(rows, futures):
@@ -77,21 +86,45 @@ class Batcher:
                 continue
             rows = [row for row, _ in batch]
             try:
-                completions = await loop.run_in_executor(self._executor, self._generate, rows)
-            except Exception as e:  # one bad batch fails its requests, not the server
-                for _, future in batch:
-                    if not future.done():
-                        future.set_exception(e)
+                answers = await loop.run_in_executor(self._executor, self._generate, rows)
+            except Exception as e:  # noqa: BLE001 - the batch fails, not the server
+                if len(batch) == 1:
+                    _set(batch[0][1], exception=e)
+                else:  # find the row at fault: each runs again alone
+                    await self._one_by_one(batch)
                 continue
-            for (_, future), completion in zip(batch, completions):
-                if not future.done():
-                    future.set_result(completion)
+            for (_, future), answer in zip(batch, answers):
+                _set(future, result=answer)
 
-    def _generate(self, rows: list[Row]) -> list[Completion]:
-        self.stats.batches += 1
-        self.stats.rows += len(rows)
-        self.stats.largest_batch = max(self.stats.largest_batch, len(rows))
-        return self.generator.generate(
+    async def _one_by_one(self, batch) -> None:
+        loop = asyncio.get_running_loop()
+        for row, future in batch:
+            try:
+                [answer] = await loop.run_in_executor(self._executor, self._generate, [row])
+            except Exception as e:  # noqa: BLE001 - this row fails alone
+                _set(future, exception=e)
+            else:
+                _set(future, result=answer)
+
+    def _generate(self, rows: list[Row]) -> list[Answer]:
+        completions = self.generator.generate(
             [r.prompt for r in rows], max_new_tokens=[r.max_new_tokens for r in rows],
             sampling=[r.sampling for r in rows], seed=[r.seed for r in rows],
             salt=[r.salt for r in rows], num_logprobs=max(r.num_logprobs for r in rows))
+        scored = [i for i, r in enumerate(rows) if r.prompt_logprobs]
+        scores = dict(zip(scored, self.generator.score(
+            [rows[i].prompt for i in scored],
+            num_top=max((rows[i].prompt_logprobs for i in scored), default=1))))
+        self.stats.batches += 1
+        self.stats.rows += len(rows)
+        self.stats.largest_batch = max(self.stats.largest_batch, len(rows))
+        self.stats.new_tokens += sum(len(c.tokens) for c in completions)
+        return [Answer(c, scores.get(i)) for i, c in enumerate(completions)]
+
+
+def _set(future: asyncio.Future, *, result=None, exception=None) -> None:
+    if not future.done():  # the client may have gone
+        if exception is not None:
+            future.set_exception(exception)
+        else:
+            future.set_result(result)

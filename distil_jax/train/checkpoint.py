@@ -2,19 +2,28 @@
 
 Layout: `<workdir>/checkpoints/<step>/{state,data}`. orbax writes each step under a temporary
 name and renames it when complete, so a process killed mid-save leaves the previous step as
-the latest usable one.
+the latest usable one; the temporary directory such a kill leaves is removed by the next run.
+A finished step that cannot be read (a corrupt or truncated file) is moved aside to
+`checkpoints/unreadable-<step>` and the run resumes from the previous step, saying so; it is moved
+only once an older step did restore, so a config that fits no step never moves any.
 """
 from __future__ import annotations
 
 import dataclasses
+import contextlib
+import gc
 import json
+import logging
 import os
+import sys
+import threading
 from typing import Any
 
 import jax
 import orbax.checkpoint as ocp
 from etils import epath
 
+from distil_jax.data import iterator_state
 from distil_jax.train.config import CheckpointConfig
 
 
@@ -37,6 +46,8 @@ class IteratorStateHandler(ocp.CheckpointHandler):
                               f"(was the checkpoint written by {jax.process_count()} processes?)")
     payload = json.loads(path.read_text())
     state = payload["bytes"].encode() if "bytes" in payload else payload["state"]
+    if not isinstance(state, bytes):  # data.worker_count may have changed since the save
+      state = iterator_state.adapt(state, args.item.get_state())
     args.item.set_state(state)
     return args.item
 
@@ -68,11 +79,38 @@ def _abstract(tree):
       lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), tree)
 
 
+class CheckpointUnreadable(RuntimeError):
+  pass
+
+
+def _first_line(e: BaseException) -> str:
+  text = str(e).strip().splitlines()
+  line = (text[0] if text else "").split(" See full TensorStore details")[0]
+  return f"{type(e).__name__}: {line}"[:300]
+
+
+@contextlib.contextmanager
+def _quiet_failed_reads():
+  """A failed orbax read leaves coroutines and callbacks that fail again as they are collected,
+  each printing a traceback (event loop closed, ignored exceptions); the one line we print says
+  everything they would. Silenced only while restoring."""
+  hooks = sys.unraisablehook, threading.excepthook
+  sys.unraisablehook, threading.excepthook = (lambda *_: None), (lambda *_: None)
+  logging.disable(logging.ERROR)
+  try:
+    yield
+  finally:
+    gc.collect()  # let the failed reads' leftovers be collected while silenced
+    logging.disable(logging.NOTSET)
+    sys.unraisablehook, threading.excepthook = hooks
+
+
 class Checkpointer:
   def __init__(self, workdir: str, cfg: CheckpointConfig):
     self.directory = os.path.join(os.path.abspath(workdir), "checkpoints")
     options = ocp.CheckpointManagerOptions(
-        max_to_keep=cfg.keep, enable_async_checkpointing=cfg.async_save, create=True)
+        max_to_keep=cfg.keep, enable_async_checkpointing=cfg.async_save, create=True,
+        cleanup_tmp_directories=True)  # left by a kill -9 mid-save
     self.manager = ocp.CheckpointManager(self.directory, options=options,
                                          item_names=("state", "data"))
 
@@ -90,6 +128,36 @@ class Checkpointer:
         state=ocp.args.StandardRestore(_abstract(target_state)),
         data=IteratorRestore(data_iterator)))
     return out.state
+
+  def restore_latest(self, target_state, data_iterator) -> tuple[Any, int | None]:
+    """(state, step) of the newest step that restores, falling back past unreadable ones;
+    (None, None) when there is none. Raises CheckpointUnreadable when no step restores."""
+    failed: list[tuple[int, BaseException]] = []
+    for step in sorted(self.manager.all_steps(), reverse=True):
+      try:
+        with _quiet_failed_reads():
+          state = self.restore(step, target_state, data_iterator)
+      except Exception as e:  # noqa: BLE001 (orbax and tensorstore raise many types for a bad file)
+        failed.append((step, e))
+        continue
+      for bad, error in failed:
+        self._set_aside(bad, step, error)
+      return state, step
+    if failed:
+      step, error = failed[0]
+      raise CheckpointUnreadable(f"{self.directory}: no checkpoint could be restored; the latest, step {step}: "
+                                 f"{_first_line(error)}") from error
+    return None, None
+
+  def _set_aside(self, bad: int, resumed: int, error: BaseException) -> None:
+    aside = os.path.join(self.directory, f"unreadable-{bad}")
+    if jax.process_index() == 0:
+      os.replace(os.path.join(self.directory, str(bad)), aside)
+      print(f"distil-jax train: checkpoint {self.directory}/{bad} is unreadable ({_first_line(error)}); resuming from "
+            f"step {resumed} (moved to {aside})", file=sys.stderr, flush=True)
+    from distil_jax.sharding import sync_processes  # noqa: PLC0415
+    sync_processes(f"set_aside:{bad}")
+    self.manager.reload()
 
   def reached_preemption(self, step: int) -> bool:
     """True on every process at the same step once any got a preemption notice (multi-host)."""

@@ -98,7 +98,10 @@ def kl_from_logprobs(logp: jax.Array, logq: jax.Array) -> jax.Array:
 def jsd_from_logprobs(logp: jax.Array, logq: jax.Array, beta: float) -> jax.Array:
   """beta KL(p || M) + (1 - beta) KL(q || M), M = beta p + (1 - beta) q, for 0 < beta < 1.
   log M is a logsumexp of the two weighted log-probabilities (no log of a sum of probs)."""
-  log_m = jax.nn.logsumexp(jnp.stack([logp + jnp.log(beta), logq + jnp.log1p(-beta)]), axis=0)
+  both = jnp.stack([logp + jnp.log(beta), logq + jnp.log1p(-beta)])
+  empty = jnp.all(both == -jnp.inf, axis=0)  # an outcome neither side has: log M = -inf, and
+  log_m = jnp.where(empty, -jnp.inf,        # no 0/0 in logsumexp's gradient
+                    jax.nn.logsumexp(jnp.where(empty, 0.0, both), axis=0))
   return beta * kl_from_logprobs(logp, log_m) + (1.0 - beta) * kl_from_logprobs(logq, log_m)
 
 
@@ -162,18 +165,28 @@ def generalised_jsd(student_logits: jax.Array, teacher_logits: jax.Array, *, bet
 
 
 def student_topk_logprobs(student_logits: jax.Array, teacher_ids: jax.Array,
-                          temperature: float | jax.Array = 1.0
+                          temperature: float | jax.Array = 1.0,
+                          present: jax.Array | None = None
                           ) -> tuple[jax.Array, jax.Array | None]:
   """(log q at the ids `[..., K]`, log q_tail `[...]`) of q = softmax(s / T) over all V.
 
   log q_tail = logsumexp(s / T over the tokens not in the ids) - logsumexp(s / T): exact even
-  when the ids hold all but 1e-30 of the mass. None when K == V (no tail exists)."""
+  when the ids hold all but 1e-30 of the mass. None when K == V (no tail exists).
+  `present [..., K]` (bool): slots that are part of the teacher's top-k. An absent slot (a
+  padding id with teacher log-prob -inf, e.g. from an API store) is treated as outside the
+  top-k: log q there is -inf and the student's mass on that id counts in its tail."""
   z = _f32(student_logits) / _f32(temperature)
   lse = jax.nn.logsumexp(z, axis=-1)
-  logq_k = jnp.take_along_axis(z, teacher_ids, axis=-1) - lse[..., None]
+  z_k = jnp.take_along_axis(z, teacher_ids, axis=-1)
+  logq_k = z_k - lse[..., None]
   if teacher_ids.shape[-1] == z.shape[-1]:
     return logq_k, None
-  outside = jnp.put_along_axis(z, teacher_ids, -jnp.inf, axis=-1, inplace=False)
+  if present is None:
+    outside = jnp.put_along_axis(z, teacher_ids, -jnp.inf, axis=-1, inplace=False)
+  else:
+    outside = jnp.put_along_axis(z, teacher_ids, jnp.where(present, -jnp.inf, z_k), axis=-1,
+                                 inplace=False)
+    logq_k = jnp.where(present, logq_k, -jnp.inf)
   return logq_k, jax.nn.logsumexp(outside, axis=-1) - lse
 
 
@@ -216,17 +229,25 @@ def sparse_divergence(student_logits: jax.Array, teacher_ids: jax.Array,
     return kl_from_logprobs(_f32(teacher_logprobs), logq_k)
 
   t = _f32(temperature)
-  logq_k, logq_tail = student_topk_logprobs(student_logits, teacher_ids, t)
+  # Slots at teacher log-prob -inf are padding (an API store with fewer than K mappable
+  # alternatives): outside the top-k on both sides. No slot present: RENORMALISE gives 0.
+  present = _f32(teacher_logprobs) > -jnp.inf
+  none = ~jnp.any(present, axis=-1, keepdims=True)
+  logq_k, logq_tail = student_topk_logprobs(student_logits, teacher_ids, t, present)
   scaled_k = _f32(teacher_logprobs) / t
   if tail is TailTreatment.RENORMALISE:
+    scaled_k, logq_k = jnp.where(none, 0.0, scaled_k), jnp.where(none, 0.0, logq_k)
     logp_k = jax.nn.log_softmax(scaled_k, axis=-1)
     if kind is Divergence.REVERSE_KL:  # over the top-k support (the full-vocab one is +inf)
-      return t * t * kl_from_logprobs(jax.nn.log_softmax(logq_k, axis=-1), logp_k)
+      value = kl_from_logprobs(jax.nn.log_softmax(logq_k, axis=-1), logp_k)
+      return jnp.where(none[..., 0], 0.0, t * t * value)
     if logq_tail is None:
       logp, logq = logp_k, logq_k
     else:  # the teacher's tail outcome has zero mass
       logp = jnp.concatenate([logp_k, jnp.full_like(logp_k[..., :1], -jnp.inf)], axis=-1)
       logq = jnp.concatenate([logq_k, logq_tail[..., None]], axis=-1)
+    value = _divergence_from_logprobs(kind, logp, logq, beta)
+    return jnp.where(none[..., 0], 0.0, t * t * value)
   elif tail is TailTreatment.BUCKET:
     if logq_tail is None:
       logp, logq = jax.nn.log_softmax(scaled_k, axis=-1), logq_k

@@ -113,10 +113,8 @@ def train(cfg: TrainConfig, workdir: str, batches: Iterator, *, loss: Loss | Non
       if hasattr(loss, "extra_module"):
         make_extra = loss.extra_module(cfg.model, frozen_cfgs, cfg.seed)
       graphdef, extra_graphdef, abstract_state = abstract_train_state(cfg, mesh, tx, make_extra)
-      latest = ckpt.latest_step()
-      if latest is not None:
-        state = ckpt.restore(latest, abstract_state, batches)
-      else:
+      state, latest = ckpt.restore_latest(abstract_state, batches)  # past unreadable steps
+      if state is None:
         state = init_train_state(cfg, mesh, tx, abstract_state, make_extra)
       writer.rewind(latest or 0)
       frozen_graphdefs, frozen = {}, {}
@@ -145,7 +143,8 @@ def _run(cfg, state, step_fn, batches, ckpt, writer, stop, mesh, multi, progress
   key = jax.device_put(jax.random.key(cfg.seed), NamedSharding(mesh, PartitionSpec()))
   fields = loss.fields()
   in_shardings = field_shardings(fields, mesh, cfg.rules)
-  tokens_per_step = cfg.data.batch_size * cfg.data.seq_len
+  # A pair loss runs two rows (chosen, rejected) per example.
+  tokens_per_step = cfg.data.batch_size * cfg.data.seq_len * getattr(loss, "rows_per_example", 1)
   flops_per_token = cfg.model.flops_per_token(cfg.data.seq_len)
   peak = M.peak_flops_per_device()
   timer = M.StepTimer()

@@ -92,7 +92,7 @@ def frozen_configs(d: dict) -> dict[str, FrozenModelConfig]:
 def _import_kinds() -> None:
   """Modules that register loss kinds (imported lazily: they import JAX)."""
   import importlib
-  for module in ("distil_jax.train.kd",):
+  for module in ("distil_jax.train.kd", "distil_jax.train.dpo"):
     try:
       importlib.import_module(module)
     except ModuleNotFoundError as e:

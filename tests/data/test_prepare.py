@@ -158,7 +158,7 @@ def test_command_line(tmp_path, mixed_jsonl, tok, capsys):
     assert manifest["tokenizer"]["id"] == str((tmp_path / "hf").resolve())
     assert (manifest["max_length"], manifest["overlong"]) == (128, "drop")
     assert cli.main([*argv[:4], str(tmp_path / "strict"), "--strict"]) == 2
-    assert f"{mixed_jsonl}:3: malformed_json" in capsys.readouterr().out
+    assert f"{mixed_jsonl}:3: malformed_json" in capsys.readouterr().err
 
 
 def _messages(record):

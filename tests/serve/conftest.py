@@ -18,12 +18,17 @@ def tokenizer():
 
 
 @pytest.fixture(scope="session")
-def server(tmp_path_factory, tokenizer):
-    path = make_hf_checkpoint(str(tmp_path_factory.mktemp("serve") / "hf"), **CHAT)
-    model = distil_jax.from_pretrained(path, dtype=jnp.float32)
+def checkpoint(tmp_path_factory):
+    """A float32 HF checkpoint directory (no generation_config.json)."""
+    return make_hf_checkpoint(str(tmp_path_factory.mktemp("serve") / "hf"), **CHAT)
+
+
+@pytest.fixture(scope="session")
+def server(checkpoint, tokenizer):
+    model = distil_jax.from_pretrained(checkpoint, dtype=jnp.float32)
     # A generous wait so that requests fired together are certain to share a batch.
-    config = ServeConfig(served_model_names=("tiny",), strict_model_name=True, default_max_tokens=8, max_batch=8,
-                         max_wait_s=0.3)
+    config = ServeConfig(served_model_names=("tiny",), strict_model_name=True, default_max_tokens=8,
+                         max_batch=8, max_wait_s=0.3, read_timeout_s=1.0, idle_timeout_s=2.0)
     handle = start_server(model, tokenizer, port=0, config=config)
     yield handle
     handle.stop()

@@ -69,13 +69,6 @@ def test_stop_string_cuts_the_text(server):
     assert cut["finish_reason"] == "stop"
 
 
-def test_seeded_sampling_is_reproducible(server):
-    request = _chat(QUESTIONS[1], temperature=1.0, top_p=0.9, seed=123)
-    answers = {httpx.post(f"{server.url}/chat/completions", json=request, timeout=60)
-               .json()["choices"][0]["message"]["content"] for _ in range(2)}
-    assert len(answers) == 1
-
-
 def test_completions_return_top_logprobs(server):
     body = httpx.post(f"{server.url}/completions", timeout=60, json={
         "model": "tiny", "prompt": ["The capital of France is", "1, 2, 3,"], "max_tokens": 6,
@@ -98,14 +91,14 @@ def test_completions_return_top_logprobs(server):
     ({"model": "tiny"}, 400, "messages"),
     ({"model": "tiny", "messages": "hello"}, 400, "messages"),
     ({"model": "tiny", "messages": [{"role": "wizard", "content": "x"}]}, 400, "messages"),
-    ({"model": "tiny", "messages": [{"role": "user", "content": "x"}], "n": 2}, 400, "n"),
+    ({"model": "tiny", "messages": [{"role": "user", "content": "x"}], "n": 0}, 400, "n"),
     ({"model": "tiny", "messages": [{"role": "user", "content": "x"}], "temperature": -1}, 400,
      "temperature"),
     ({"model": "tiny", "messages": [{"role": "user", "content": "x"}], "max_tokens": 0}, 400,
      "max_tokens"),
     ({"model": "tiny", "messages": [{"role": "user", "content": "x"}], "max_tokens": 10_000}, 400,
      "messages"),
-    ({"model": "tiny", "messages": [{"role": "user", "content": "x"}], "stream": True}, 400,
+    ({"model": "tiny", "messages": [{"role": "user", "content": "x"}], "stream": "yes"}, 400,
      "stream"),
     ({"model": "gpt-9", "messages": [{"role": "user", "content": "x"}]}, 404, "model"),
 ])
@@ -127,7 +120,7 @@ def test_malformed_json_unknown_route_and_wrong_method(server):
 
 
 def test_a_lenient_server_answers_any_model_name_as_its_own(tokenizer):
-    from distil_jax.serve.protocol import parse_chat
+    from distil_jax.serve.protocol import Defaults, parse_chat
 
     body = {"model": "teacher", "messages": [{"role": "user", "content": "x"}]}
-    assert parse_chat(body, tokenizer, ("tiny",), 256, 8).model == "tiny"
+    assert parse_chat(body, tokenizer, ("tiny",), Defaults(max_len=256)).model == "tiny"

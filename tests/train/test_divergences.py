@@ -392,3 +392,32 @@ def test_aligned_vocab_is_the_shared_real_vocabulary_of_qwen2p5():
     aligned_vocab(151_936, 151_000, 151_665)
   with pytest.raises(ValueError, match="real_tokens"):
     aligned_vocab(10, 10, 0)
+
+
+@pytest.mark.parametrize("kind,tail", CASES, ids=lambda x: x.value)
+def test_padding_slots_at_minus_inf_are_absent_from_the_top_k(kind, tail):
+  """An API store pads a position with fewer than K mappable alternatives with unused ids at
+  log-prob -inf: every treatment must treat those slots as outside the top-k, i.e. equal the
+  same teacher with K' < K entries (value and gradient, no NaN); a position with no entry at
+  all is finite too (RENORMALISE: 0)."""
+  rng = np.random.default_rng(12)
+  s = random_logits(rng, (6, 40))
+  ids, logprobs, tail_logmass = sparse_teacher(rng, (6, 40), 3)
+  spare = np.stack([[i for i in range(40) if i not in row][:2] for row in ids]).astype(np.int32)
+  padded_ids = np.concatenate([ids, spare], -1)
+  padded_lp = np.concatenate([logprobs, np.full((6, 2), -np.inf, np.float32)], -1)
+  temperatures = [1.0] if tail is TailTreatment.IGNORE else TEMPERATURES
+  for temperature in temperatures:
+    f = lambda x, i, lp: sparse_divergence(  # noqa: E731
+        x, jnp.asarray(i), jnp.asarray(lp), jnp.asarray(tail_logmass), kind=kind, tail=tail,
+        temperature=temperature, beta=0.3)
+    g = jax.grad(lambda x, i, lp: f(x, i, lp).sum())
+    np.testing.assert_allclose(f(s, padded_ids, padded_lp), f(s, ids, logprobs), rtol=1e-5,
+                               atol=1e-6)
+    np.testing.assert_allclose(g(s, padded_ids, padded_lp), g(s, ids, logprobs), rtol=1e-5,
+                               atol=1e-6)
+    empty_lp = np.full((6, 5), -np.inf, np.float32)
+    value, grad = f(s, padded_ids, empty_lp), g(s, padded_ids, empty_lp)
+    assert np.all(np.isfinite(value)) and np.all(np.isfinite(grad))
+    if tail is TailTreatment.RENORMALISE:
+      np.testing.assert_array_equal(value, 0.0)

@@ -62,7 +62,11 @@ def test_fusion_run_resumes_bit_exactly_after_kill_9_and_exports_plain_qwen2(set
 
   # kill -9 as soon as step 2 is on disk, then run the same command again.
   killed = tmp_path / "killed"
-  env = dict(os.environ, PYTHONPATH=ROOT)
+  import jax
+  env = dict(os.environ, PYTHONPATH=ROOT,  # compiled programs come from this session's cache
+             JAX_COMPILATION_CACHE_DIR=jax.config.jax_compilation_cache_dir,
+             JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
+             JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0")
   proc = subprocess.Popen([sys.executable, "-m", "distil_jax.cli",
                            *_args(root, teacher, killed, 4)], cwd=ROOT, env=env,
                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

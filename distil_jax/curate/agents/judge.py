@@ -67,7 +67,7 @@ async def run(records: list[Record], ctx: StageContext, report: StageReport) -> 
             if isinstance(g, Rejection):
                 return refused(record, agent, filtered=g.reason)
         fit = teacher_grade["score"] - student_grade["score"]
-        scored = record.touched_by(AGENT).with_scores(
+        scored = record.touched_by(AGENT, student_response=student).with_scores(
             **{f"judge_{c}": float(v) for c, v in teacher_grade.items()},
             student_score=float(student_grade["score"]), fit_difficulty=float(fit))
         if teacher_grade["score"] < config.min_score:

@@ -4,7 +4,9 @@ A request's faults depend on a hash of its body and on how many times that body 
 so a retried request eventually succeeds and the whole run is reproducible. Faults: 429 with
 Retry-After or retry-after-ms, 500, 503, slow answers (longer than the client's timeout), dropped
 connections, malformed JSON, a body truncated mid-JSON, and 400 content-filter refusals for prompts
-containing CONTENT_FILTER_WORD. Raw asyncio protocol and timers, so 500+ requests/s cost a small part of one core.
+containing CONTENT_FILTER_WORD. Only `POST /v1/chat/completions` is served: any other path answers 404, as
+vLLM does for a base URL without `/v1`. `always_status=503` (or 404, 400, ...) answers every request with
+that status, an endpoint that refuses everything. Raw asyncio protocol and timers, so 500+ requests/s cost a small part of one core.
 
 Run standalone: `python -m distil_jax.curate.testing.fault_server --port 8123 --delay_s 1`.
 """
@@ -38,8 +40,8 @@ class FaultPlan:
 
 
 def _response(status: int, body: bytes, extra_headers: dict | None = None, *, declared_length: int | None = None):
-    reason = {200: "OK", 400: "Bad Request", 401: "Unauthorized", 404: "Not Found", 429: "Too Many Requests",
-              500: "Internal Server Error", 503: "Service Unavailable"}[status]
+    reason = {200: "OK", 400: "Bad Request", 401: "Unauthorized", 404: "Not Found", 422: "Unprocessable Entity",
+              429: "Too Many Requests", 500: "Internal Server Error", 503: "Service Unavailable"}.get(status, "Error")
     headers = {"content-type": "application/json", "content-length": str(declared_length or len(body)),
                **(extra_headers or {})}
     head = f"HTTP/1.1 {status} {reason}\r\n" + "".join(f"{k}: {v}\r\n" for k, v in headers.items()) + "\r\n"
@@ -71,8 +73,11 @@ class _Connection(asyncio.Protocol):
 
 
 class FaultServer:
-    def __init__(self, *, delay_s: float = 0.0, faults: FaultPlan = FaultPlan(), api_key: str = ""):
+    def __init__(self, *, delay_s: float = 0.0, faults: FaultPlan = FaultPlan(), api_key: str = "",
+                 always_status: int | None = None):
         self.delay_s = delay_s
+        self.always_status = always_status
+        self.requests = 0  # every request received, whatever was answered
         self.faults = faults
         self.api_key = api_key
         self.attempts: collections.Counter = collections.Counter()
@@ -85,8 +90,12 @@ class FaultServer:
     def handle(self, transport, request_line: str, headers: dict, body: bytes) -> None:
         """Decides the fault now; answers after the delay from a timer (no task per request: the
         benchmark's server shares the machine with the client it measures)."""
-        if not request_line.startswith("POST ") or "/chat/completions" not in request_line:
-            transport.write(_response(404, b'{"error":{"message":"not found"}}'))
+        self.requests += 1
+        if request_line.split(" ")[:2] != ["POST", "/v1/chat/completions"]:
+            transport.write(_response(404, b'{"detail":"Not Found"}'))
+            return
+        if self.always_status is not None:
+            transport.write(_response(self.always_status, b'{"error":{"message":"scripted refusal"}}'))
             return
         if self.api_key and headers.get("authorization") != f"Bearer {self.api_key}":
             transport.write(_response(401, b'{"error":{"message":"invalid api key","code":"invalid_api_key"}}'))
