@@ -9,9 +9,9 @@ import sys
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-STAGES = ("world", "inits", "teacher", "answers", "sft", "sft_more", "kd", "fusion", "check_export",
-          "eval_teacher", "eval_student_init", "eval_sft", "eval_sft_more", "eval_kd",
-          "eval_fusion", "report")
+RUNS = ("sft", "sft_more", "kd", "kd_offline", "fusion", "dpo")
+STAGES = ("world", "inits", "teacher", "answers", *RUNS, "check_export", "eval_teacher",
+          "eval_student_init", *(f"eval_{r}" for r in RUNS), "report")
 pytestmark = pytest.mark.slow
 
 
@@ -30,13 +30,16 @@ def test_every_stage_ran_and_left_its_outputs(demo_run):
   work, out, _ = demo_run
   for stage in STAGES:
     assert (work / "stages" / f"{stage}.done").exists(), stage
-  for run in ("teacher", "sft", "sft_more", "kd", "fusion"):
+  for run in ("teacher", *RUNS):
     assert (work / "models" / run / "config.json").exists(), run
     losses = [json.loads(line) for line in open(work / "runs" / run / "metrics.jsonl")]
     assert any("loss" in row for row in losses), run
   kd = [json.loads(line) for line in open(work / "runs" / "kd" / "metrics.jsonl")]
   fusion = [json.loads(line) for line in open(work / "runs" / "fusion" / "metrics.jsonl")]
   assert any("kd" in row for row in kd) and any("fusion" in row for row in fusion)
+  offline = [json.loads(line) for line in open(work / "runs" / "kd_offline" / "metrics.jsonl")]
+  assert any("kd" in row for row in offline)
+  assert (work / "teacher_top10").is_dir() and (work / "pairs_ref").is_dir()
   assert "max |logits difference|" in out
 
 
@@ -44,12 +47,12 @@ def test_table_has_every_row_as_json_markdown_and_png(demo_run):
   work, out, _ = demo_run
   table = json.load(open(work / "results.json"))["table"]
   names = [row["name"] for row in table]
-  assert names[0] == "teacher" and names[-1] == "after DPO" and len(names) == 7
-  for row in table[:-1]:
+  assert names[0] == "teacher" and names[-1] == "after SFT + KD + DPO" and len(names) == 8
+  for row in table:
     acc, lo, hi = row["scores"]["accuracy"]
     assert 0.0 <= lo <= acc <= hi <= 1.0
     assert row["scores"]["num_prompts"] == 12
-  assert "not run" in table[-1]["name"] + json.dumps(table[-1])
+  assert "not run: curation" in out
   md = open(work / "results.md").read()
   assert all(name in md for name in names)
   assert open(work / "results.png", "rb").read(8) == b"\x89PNG\r\n\x1a\n"
