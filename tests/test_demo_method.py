@@ -21,9 +21,14 @@ def demo_run(tmp_path_factory):
   env = dict(os.environ, PYTHONPATH=ROOT)
   env.pop("XLA_FLAGS", None)  # one host device, as `make demo` runs
   proc = subprocess.run([sys.executable, "tools/demo_method.py", "--workdir", str(work),
-                         "--size", "test"], cwd=ROOT, env=env, capture_output=True, text=True)
+                         "--size", "test"], cwd=ROOT, env=env, capture_output=True, text=True, check=False)
   assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
   return work, proc.stdout, env
+
+
+def _rows(path):
+  with open(path) as f:
+    return [json.loads(line) for line in f]
 
 
 def test_every_stage_ran_and_left_its_outputs(demo_run):
@@ -32,12 +37,12 @@ def test_every_stage_ran_and_left_its_outputs(demo_run):
     assert (work / "stages" / f"{stage}.done").exists(), stage
   for run in ("teacher", *RUNS):
     assert (work / "models" / run / "config.json").exists(), run
-    losses = [json.loads(line) for line in open(work / "runs" / run / "metrics.jsonl")]
+    losses = _rows(work / "runs" / run / "metrics.jsonl")
     assert any("loss" in row for row in losses), run
-  kd = [json.loads(line) for line in open(work / "runs" / "kd" / "metrics.jsonl")]
-  fusion = [json.loads(line) for line in open(work / "runs" / "fusion" / "metrics.jsonl")]
+  kd = _rows(work / "runs" / "kd" / "metrics.jsonl")
+  fusion = _rows(work / "runs" / "fusion" / "metrics.jsonl")
   assert any("kd" in row for row in kd) and any("fusion" in row for row in fusion)
-  offline = [json.loads(line) for line in open(work / "runs" / "kd_offline" / "metrics.jsonl")]
+  offline = _rows(work / "runs" / "kd_offline" / "metrics.jsonl")
   assert any("kd" in row for row in offline)
   assert (work / "teacher_top10").is_dir() and (work / "pairs_ref").is_dir()
   assert "max |logits difference|" in out
@@ -45,7 +50,8 @@ def test_every_stage_ran_and_left_its_outputs(demo_run):
 
 def test_table_has_every_row_as_json_markdown_and_png(demo_run):
   work, out, _ = demo_run
-  table = json.load(open(work / "results.json"))["table"]
+  with open(work / "results.json") as f:
+    table = json.load(f)["table"]
   names = [row["name"] for row in table]
   assert names[0] == "teacher" and names[-1] == "after SFT + KD + DPO" and len(names) == 8
   for row in table:
@@ -53,21 +59,21 @@ def test_table_has_every_row_as_json_markdown_and_png(demo_run):
     assert 0.0 <= lo <= acc <= hi <= 1.0
     assert row["scores"]["num_prompts"] == 12
   assert "not run: curation" in out
-  md = open(work / "results.md").read()
+  md = (work / "results.md").read_text()
   assert all(name in md for name in names)
-  assert open(work / "results.png", "rb").read(8) == b"\x89PNG\r\n\x1a\n"
+  assert (work / "results.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
   assert "after SFT + KD + fusion" in out
 
 
 def test_rerun_skips_finished_stages_and_a_failure_is_loud(demo_run):
   work, _, env = demo_run
   proc = subprocess.run([sys.executable, "tools/demo_method.py", "--workdir", str(work),
-                         "--size", "test"], cwd=ROOT, env=env, capture_output=True, text=True)
+                         "--size", "test"], cwd=ROOT, env=env, capture_output=True, text=True, check=False)
   assert proc.returncode == 0, proc.stderr[-2000:]
   assert proc.stdout.count("skipped") == len(STAGES)
   os.remove(work / "stages" / "kd.done")
   os.remove(work / "models" / "teacher" / "config.json")  # the teacher KD needs is gone
   proc = subprocess.run([sys.executable, "tools/demo_method.py", "--workdir", str(work),
-                         "--size", "test"], cwd=ROOT, env=env, capture_output=True, text=True)
+                         "--size", "test"], cwd=ROOT, env=env, capture_output=True, text=True, check=False)
   assert proc.returncode != 0
   assert "stage 'kd' failed" in proc.stderr

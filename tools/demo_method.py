@@ -33,13 +33,18 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 CLI = [sys.executable, "-m", "distil_jax.cli"]
-TEACHER = dict(hidden_size=128, intermediate_size=256, num_hidden_layers=4, num_attention_heads=4,
-               num_key_value_heads=2)
-STUDENT = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-               num_key_value_heads=2)
+TEACHER = {"hidden_size": 128, "intermediate_size": 256, "num_hidden_layers": 4,
+           "num_attention_heads": 4, "num_key_value_heads": 2}
+STUDENT = {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2,
+           "num_attention_heads": 4, "num_key_value_heads": 2}
 NOT_RUN = {
   "curation through a served teacher": "`serve` + `curate` are in tools/demo.py; they did not fit the time budget",
 }
+
+
+def read_jsonl(path: str) -> list[dict]:
+  with open(path, encoding="utf-8") as f:
+    return [json.loads(line) for line in f if line.strip()]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -76,7 +81,7 @@ class Demo:
     os.makedirs(os.path.join(work, "stages"), exist_ok=True)
     settings = json.dumps({"size": dataclasses.asdict(size), "seed": seed}, sort_keys=True)
     marker = os.path.join(work, "stages", "settings.json")
-    if os.path.exists(marker) and open(marker).read() != settings:
+    if os.path.exists(marker) and read_jsonl(marker) != [json.loads(settings)]:
       raise SystemExit(f"demo: {work} holds a run with other settings ({marker}); "
                        "use another --workdir or delete it")
     with open(marker + ".tmp", "w") as f:
@@ -90,7 +95,7 @@ class Demo:
     marker = self.path("stages", name + ".done")
     if os.path.exists(marker):
       print(f"=== {name}: done in an earlier run, skipped", flush=True)
-      self.timings[name] = json.load(open(marker)).get("seconds", 0.0)
+      self.timings[name] = read_jsonl(marker)[0].get("seconds", 0.0)
       return
     print(f"\n=== {name} ({time.time() - self.started:.0f} s into the demo)", flush=True)
     t0 = time.time()
@@ -110,7 +115,7 @@ class Demo:
 
   # --- stages -----------------------------------------------------------------------------
   def world(self) -> None:
-    from distil_jax.demo import world  # noqa: PLC0415
+    from distil_jax.demo import world
     s = self.size
     train, heldout = world.generate(self.seed, s.n_train + s.n_distil, s.n_heldout)
     os.makedirs(self.path("world"), exist_ok=True)
@@ -130,8 +135,8 @@ class Demo:
                "--max_length", str(s.seq_len), "--overwrite")
 
   def inits(self) -> None:
-    from distil_jax.testing.hf_models import make_hf_checkpoint  # noqa: PLC0415
-    from distil_jax.tokenizer import load_tokenizer  # noqa: PLC0415
+    from distil_jax.testing.hf_models import make_hf_checkpoint
+    from distil_jax.tokenizer import load_tokenizer
     tok = load_tokenizer()
     for name, shape, seed in (("teacher_init_hf", TEACHER, self.seed + 1),
                               ("student_init_hf", STUDENT, self.seed + 2)):
@@ -161,16 +166,15 @@ class Demo:
                self.path("teacher_init_hf"), s.teacher_steps, s.teacher_lr)
 
   def answers(self) -> None:
-    from distil_jax.demo import world  # noqa: PLC0415
+    from distil_jax.demo import world
     out = self.path("world", "teacher_answers.jsonl")
     self.cli("generate", "--model", self.path("models", "teacher"), "--input",
              self.path("world", "distil_prompts.jsonl"), "--output", out, "--max_new_tokens", "16",
              "--batch_size", "64", "--temperature", str(self.size.answer_temperature),
              "--seed", str(self.seed))
-    rows = {r["key"]: r for r in map(json.loads, open(self.path("world", "distil_rows.jsonl")))}
+    rows = {r["key"]: r for r in read_jsonl(self.path("world", "distil_rows.jsonl"))}
     chats, right = [], 0
-    for line in open(out):
-      r = json.loads(line)
+    for r in read_jsonl(out):
       right += world.is_correct(rows[r["key"]], r["completion"])
       if not r["completion"].strip():
         continue  # prepare would skip it anyway
@@ -219,12 +223,12 @@ class Demo:
                  teacher)
 
   def check_export(self) -> None:
-    import jax.numpy as jnp  # noqa: PLC0415
-    import numpy as np  # noqa: PLC0415
+    import jax.numpy as jnp
+    import numpy as np
 
-    import distil_jax  # noqa: PLC0415
-    from distil_jax.testing.hf_models import hf_logits  # noqa: PLC0415
-    from distil_jax.tokenizer import load_tokenizer  # noqa: PLC0415
+    import distil_jax
+    from distil_jax.testing.hf_models import hf_logits
+    from distil_jax.tokenizer import load_tokenizer
     hf_dir = self.path("models", "fusion")
     tok = load_tokenizer(hf_dir)
     text = tok.apply_chat_template([{"role": "user", "content": "What is 2 + 3?"}], tokenize=False,
@@ -252,9 +256,9 @@ ROWS = (("teacher", "teacher"), ("student before training", "student_init"),
 
 
 def report(demo: Demo) -> None:
-  from distil_jax.demo import results  # noqa: PLC0415
+  from distil_jax.demo import results
   s = demo.size
-  heldout = [json.loads(line) for line in open(demo.path("world", "heldout.jsonl"))]
+  heldout = read_jsonl(demo.path("world", "heldout.jsonl"))
   tokens = {"teacher": s.teacher_steps, "student_init": 0, "sft": s.sft_steps,
             "sft_more": s.sft_steps + s.distil_steps, "kd": s.sft_steps + s.distil_steps,
             "kd_offline": s.sft_steps + s.distil_steps, "fusion": s.sft_steps + s.distil_steps,

@@ -28,7 +28,8 @@ def _bootstrap(values: np.ndarray, n_boot: int, seed: int) -> tuple[float, float
 
 def score_model(heldout: list[dict], eval_json: str, n_boot: int = 1000, seed: int = 0) -> dict:
   """Scores of one `distil-jax eval` run (its JSON and the per-prompt answers beside it)."""
-  result = json.load(open(eval_json))
+  with open(eval_json) as f:
+    result = json.load(f)
   answers = {}
   with open(eval_json + ".ifeval.jsonl") as f:
     for line in f:
@@ -80,8 +81,9 @@ def markdown(table: list[dict]) -> str:
 def _loss_curve(metrics_path: str) -> tuple[list[int], list[float]]:
   steps, losses = [], []
   if os.path.exists(metrics_path):
-    for line in open(metrics_path):
-      row = json.loads(line)
+    with open(metrics_path) as f:
+      rows = [json.loads(line) for line in f]
+    for row in rows:
       if "loss" in row and "step" in row:
         steps.append(int(row["step"]))
         losses.append(float(row["loss"]))
@@ -90,9 +92,9 @@ def _loss_curve(metrics_path: str) -> tuple[list[int], list[float]]:
 
 def plot(path: str, runs: dict[str, str], table: list[dict]) -> None:
   """Loss curves of every training run (name -> metrics.jsonl) beside the table, one PNG."""
-  import matplotlib  # noqa: PLC0415
+  import matplotlib
   matplotlib.use("Agg")
-  import matplotlib.pyplot as plt  # noqa: PLC0415
+  import matplotlib.pyplot as plt
   fig, (ax, tab) = plt.subplots(2, 1, figsize=(11, 8.5), gridspec_kw={"height_ratios": [3, 2]})
   offset = {}
   for name, metrics in runs.items():

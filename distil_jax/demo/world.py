@@ -184,6 +184,5 @@ def is_correct(row: dict, response: str) -> bool:
 def write_jsonl(path: str, rows: list[dict]) -> None:
   tmp = path + ".tmp"
   with open(tmp, "w", encoding="utf-8") as f:
-    for row in rows:
-      f.write(json.dumps(row, ensure_ascii=False) + "\n")
+    f.writelines(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
   os.replace(tmp, path)
