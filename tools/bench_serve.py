@@ -58,10 +58,12 @@ async def _one(client, url, body, stream: bool):
   return (first or done) - started, done - started, tokens
 
 
-async def _load(url, clients: int, requests: int, max_tokens: int, stream: bool):
+async def _load(url, clients: int, requests: int, max_tokens: int, stream: bool,
+                mixed: bool = False):
   import httpx
 
-  body = lambda i: {"model": "bench", "temperature": 0, "max_tokens": max_tokens, "messages": [
+  length = lambda i: max(1, max_tokens // 8) if mixed and i % 2 else max_tokens
+  body = lambda i: {"model": "bench", "temperature": 0, "max_tokens": length(i), "messages": [
       {"role": "user", "content": f"Request {i}: tell me a story about a distilled model."}]}
   results, next_id = [], iter(range(requests))
 
@@ -91,6 +93,8 @@ def main() -> None:
   parser.add_argument("--max_wait_ms", type=float, default=10.0)
   parser.add_argument("--no_stream", action="store_true", help="for servers without SSE")
   parser.add_argument("--continuous", action="store_true", help="continuous batching")
+  parser.add_argument("--mixed", action="store_true",
+                      help="every other request asks for max_tokens / 8 (uneven lengths)")
   parser.add_argument("--max_model_len", type=int, default=None,
                       help="with --continuous: positions a slot holds")
   args = parser.parse_args()
@@ -111,12 +115,12 @@ def main() -> None:
       asyncio.run(_load(url, batch, batch, args.max_tokens, not args.no_stream))
       batch *= 2
     results, seconds = asyncio.run(_load(url, args.clients, args.requests, args.max_tokens,
-                                         not args.no_stream))
+                                         not args.no_stream, args.mixed))
   ttft, latency, tokens = zip(*results)
   print(json.dumps({
       "device": jax.devices()[0].device_kind, "shape": args.shape, "clients": args.clients,
       "requests": args.requests, "max_tokens": args.max_tokens, "stream": not args.no_stream,
-      "continuous": args.continuous,
+      "continuous": args.continuous, "mixed": args.mixed,
       "requests_per_s": round(len(results) / seconds, 2),
       "new_tokens_per_s": round(sum(tokens) / seconds, 1),
       "ttft_p50_s": round(_pct(ttft, 0.5), 3), "latency_p50_s": round(_pct(latency, 0.5), 3),

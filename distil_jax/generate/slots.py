@@ -83,16 +83,23 @@ def _admit(graphdef, state, cache, counts_SxV, seen_SxV, prompt_1xT, length, slo
 
 @functools.partial(jax.jit, static_argnames=("graphdef", "any_sampling", "num_top"),
                    donate_argnames=("cache", "counts_SxV"))
-def _step(graphdef, state, cache, counts_SxV, seen_SxV, token_S, position_S, step_S, live_S, p,
-          stop_V, *, any_sampling: bool, num_top: int):
-    """One new token for every slot (idle slots compute at position 0 and are ignored)."""
+def _step(graphdef, state, cache, counts_SxV, seen_SxV, token_R, position_R, step_R, live_R, p, stop_V,
+          *, any_sampling: bool, num_top: int):
+    """One new token for each of the first R slots (R = len(token_R): the busy ones are packed
+    low, so idle slots above them cost nothing; idle ones below compute at position 0, ignored)."""
+    from distil_jax.model import KVCache
+
     model = nnx.merge(graphdef, state)
-    logits_Sx1xV, cache = model(token_S[:, None], position_S[:, None], cache=cache)
-    token_S, *logp = _choose(logits_Sx1xV[:, 0], p, counts_SxV, seen_SxV, step_S, stop_V,
-                             any_sampling=any_sampling, num_top=num_top)
-    rows_S = jnp.arange(token_S.shape[0])
-    counts_SxV = counts_SxV.at[rows_S, token_S].add(live_S.astype(jnp.int32))
-    return token_S, logp, cache, counts_SxV
+    rows = token_R.shape[0]
+    head = lambda a: jax.lax.slice_in_dim(a, 0, rows, axis=1)
+    sub = KVCache(k=head(cache.k), v=head(cache.v))
+    logits_Rx1xV, sub = model(token_R[:, None], position_R[:, None], cache=sub)
+    token_R, *logp = _choose(logits_Rx1xV[:, 0], p, counts_SxV[:rows], seen_SxV[:rows], step_R,
+                             stop_V, any_sampling=any_sampling, num_top=num_top)
+    put = lambda a, b: jax.lax.dynamic_update_slice_in_dim(a, b, 0, axis=1)
+    cache = KVCache(k=put(cache.k, sub.k), v=put(cache.v, sub.v))
+    counts_SxV = counts_SxV.at[jnp.arange(rows), token_R].add(live_R.astype(jnp.int32))
+    return token_R, logp, cache, counts_SxV
 
 
 class SlotDecoder:
@@ -171,15 +178,17 @@ class SlotDecoder:
         """One token for every busy slot; returns the requests that finished."""
         if not self.busy:
             return []
-        live = np.zeros(self.slots, bool)
-        position, step = np.zeros(self.slots, np.int32), np.zeros(self.slots, np.int32)
+        rows = min(_bucket(max(self.busy) + 1, 1), self.slots)  # few shapes to compile
+        live = np.zeros(rows, bool)
+        position, step = np.zeros(rows, np.int32), np.zeros(rows, np.int32)
         for i, b in self.busy.items():
             live[i] = True
             step[i] = len(b.tokens)
             position[i] = b.prompt_len + step[i] - 1
         token_S, logp, self.cache, self.counts_SxV = _step(
-            self.g.graphdef, self.g.state, self.cache, self.counts_SxV, self.seen_SxV, self.last_S,
-            position, step, live, self.p, self.stop_V, **self._flags(list(self.busy)))
+            self.g.graphdef, self.g.state, self.cache, self.counts_SxV, self.seen_SxV,
+            self.last_S[:rows], position, step, live, {k: v[:rows] for k, v in self.p.items()},
+            self.stop_V, **self._flags(list(self.busy)))
         token_S, logp = jax.device_get((token_S, logp))
         return self._take({i: i for i in self.busy}, np.asarray(token_S), logp)
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import queue
 import threading
+import time
 
 from distil_jax.generate.engine import Generator
 from distil_jax.generate.slots import SlotDecoder
@@ -19,13 +20,16 @@ from distil_jax.serve.responses import Answer
 
 
 class ContinuousBatcher:
-    def __init__(self, generator: Generator, *, slots: int = 32, max_len: int):
+    def __init__(self, generator: Generator, *, slots: int = 32, max_len: int,
+                 stream_interval_s: float = 0.05):
         self.generator = generator
         self.decoder = SlotDecoder(generator, slots=slots, max_len=max_len)
         self.stats = BatchStats()
         self._waiting: queue.Queue = queue.Queue()
         self._closing = threading.Event()
         self._thread: threading.Thread | None = None
+        self._progress: dict[int, list] = {}  # id(future) -> [on_tokens, loop, last report]
+        self.stream_interval_s = stream_interval_s  # streamed rows hear of new tokens this often
 
     @property
     def queue_depth(self) -> int:
@@ -46,6 +50,28 @@ class ContinuousBatcher:
         for row, future in zip(rows, futures):
             self._waiting.put((row, future, loop))
         return list(await asyncio.gather(*futures))
+
+    def submit_streaming(self, row: Row, on_tokens) -> asyncio.Future:
+        """Like `submit` for one row, and `on_tokens(tokens so far)` is called on the event loop
+        after each decode step while the row runs."""
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
+        self._progress[id(future)] = [on_tokens, loop, None]
+        future.add_done_callback(lambda f: self._progress.pop(id(f), None))
+        self._waiting.put((row, future, loop))
+        return future
+
+    def _report_progress(self) -> None:
+        """The first token at once, then at most every `stream_interval_s`: each report costs the
+        event loop a detokenisation and a chunk, which would otherwise slow every decode step."""
+        now = time.monotonic()
+        for busy in list(self.decoder.busy.values()):
+            hook = self._progress.get(id(busy.request[0][1]))
+            if hook is None or hook[1].is_closed():
+                continue
+            if hook[2] is None or now - hook[2] >= self.stream_interval_s:
+                hook[2] = now
+                hook[1].call_soon_threadsafe(hook[0], list(busy.tokens))
 
     def _resolve(self, entry, *, result=None, exception=None) -> None:
         _, future, loop = entry
@@ -73,6 +99,7 @@ class ContinuousBatcher:
                 continue
             self.stats.rows += 1
             self._finish(finished)
+            self._report_progress()  # the first token goes out before the next step
 
     def _finish(self, finished) -> None:
         for (entry, scores), completion in finished:
@@ -97,3 +124,4 @@ class ContinuousBatcher:
             self.stats.batches += 1
             self.stats.largest_batch = max(self.stats.largest_batch, live)
             self._finish(finished)
+            self._report_progress()

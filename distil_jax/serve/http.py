@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import AsyncIterable, Awaitable, Callable, Iterable
 from http import HTTPStatus
 
 MAX_BODY_BYTES = 32 << 20
@@ -21,8 +21,9 @@ MAX_LINE_BYTES = 16 << 10
 
 @dataclasses.dataclass(frozen=True)
 class Raw:
-  """A non-JSON response: bytes, or an iterable of byte chunks sent as they come (chunked)."""
-  body: bytes | Iterable[bytes]
+  """A non-JSON response: bytes, or a (sync or async) iterable of byte chunks sent as they come
+  (chunked)."""
+  body: bytes | Iterable[bytes] | AsyncIterable[bytes]
   content_type: str
 
 
@@ -119,7 +120,17 @@ def _head(status: int, content_type: str, keep_alive: bool, length: int | None) 
 
 
 async def _respond(writer, status: int, payload, keep_alive: bool) -> None:
-  if isinstance(payload, Raw) and not isinstance(payload.body, bytes):
+  if isinstance(payload, Raw) and hasattr(payload.body, "__aiter__"):
+    writer.write(_head(status, payload.content_type, keep_alive, None))
+    try:
+      async for chunk in payload.body:
+        if chunk:
+          writer.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+          await writer.drain()
+    finally:
+      await payload.body.aclose()  # a client that left still releases what the stream holds
+    writer.write(b"0\r\n\r\n")
+  elif isinstance(payload, Raw) and not isinstance(payload.body, bytes):
     writer.write(_head(status, payload.content_type, keep_alive, None))
     for chunk in payload.body:
       if chunk:

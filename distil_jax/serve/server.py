@@ -14,7 +14,7 @@ import time
 from distil_jax.generate.chat import stop_ids_for
 from distil_jax.generate.engine import Generator
 from distil_jax.generate.sampling import Sampling
-from distil_jax.serve import protocol, responses
+from distil_jax.serve import live, protocol, responses
 from distil_jax.serve.batcher import Batcher, BatchStats
 from distil_jax.serve.continuous import ContinuousBatcher
 from distil_jax.serve.http import Raw, error_payload, serve_connection
@@ -102,6 +102,14 @@ class App:
     return self.tokenizer, c.served_model_names, self.defaults, c.strict_model_name
 
   async def _run(self, job: protocol.Job, whole):
+    if isinstance(self.batcher, ContinuousBatcher) and live.can_stream_live(job):
+      self.in_flight += 1  # held until the stream ends
+
+      def on_end(prompt_tokens: int, completion_tokens: int) -> None:
+        self.in_flight -= 1
+        self.metrics.tokens(prompt_tokens, completion_tokens)
+
+      return Raw(live.live_events(job, self.tokenizer, self.batcher, on_end), "text/event-stream")
     answers = await self.batcher.submit(job.rows)
     self.metrics.tokens(sum(len(r.prompt) for r in job.rows[:: job.n]),
                         sum(len(a.completion.tokens) for a in answers))

@@ -73,3 +73,40 @@ def test_a_row_that_cannot_be_admitted_fails_alone(continuous, tokenizer):
   first, failed, third = asyncio.run_coroutine_threadsafe(together(), continuous._loop).result(60)
   assert isinstance(failed, ValueError)
   assert first[0].completion.tokens == third[0].completion.tokens and first[0].completion.tokens
+
+
+def test_tokens_stream_as_they_are_decoded_and_equal_the_whole_answer(continuous):
+  client = _client(continuous)
+  request = dict(model="tiny", messages=MESSAGES, temperature=0, max_tokens=60,
+                 extra_body={"min_tokens": 60})
+  whole = client.chat.completions.create(**request).choices[0].message.content
+  started, arrivals, text = time.monotonic(), [], ""
+  for chunk in client.chat.completions.create(**request, stream=True):
+    if chunk.choices and chunk.choices[0].delta.content:
+      arrivals.append(time.monotonic() - started)
+      text += chunk.choices[0].delta.content
+  assert text == whole
+  assert len(arrivals) > 10 and arrivals[0] < 0.5 * arrivals[-1]  # the first came long before
+
+
+def test_a_stop_string_ends_the_live_stream_where_the_whole_answer_ends(continuous):
+  client = _client(continuous)
+  request = dict(model="tiny", prompt="Once upon a time", temperature=0, max_tokens=30)
+  text = client.completions.create(**request).choices[0].text
+  stop = text[5:8]
+  cut = client.completions.create(**request, stop=[stop]).choices[0]
+  chunks = list(client.completions.create(**request, stop=[stop], stream=True))
+  assert "".join(c.choices[0].text for c in chunks) == cut.text == text[: text.find(stop)]
+  assert chunks[-1].choices[0].finish_reason == cut.finish_reason == "stop"
+
+
+@pytest.mark.parametrize("text, stop, expected", [
+    ("Hello wor", ("world",), ("Hello ", False)),  # "wor" may become the stop string
+    ("Hello world!", ("world",), ("Hello ", True)),
+    ("caf\ufffd", (), ("caf", False)),  # half a UTF-8 character waits for its other byte
+    ("abc", ("x", "bcd"), ("a", False)),
+])
+def test_a_delta_holds_nothing_a_later_token_could_change(text, stop, expected):
+  from distil_jax.serve.live import settled
+
+  assert settled(text, stop) == expected
