@@ -20,7 +20,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(PY) tools/demo.py --workdir $${DEMO_DIR:-/tmp/distil-jax-demo}
+	$(PY) tools/demo_method.py --workdir $${DEMO_DIR:-/tmp/distil-jax-demo}
 
 test: $(STAMP)
 	$(PY) -m pytest -q -n 2 --dist loadgroup tests
