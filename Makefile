@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 # Accelerators: `make install EXTRAS=test,eval,cuda13` (or cuda12, tpu) installs jax for them.
 EXTRAS ?= test,eval
 
-.PHONY: install demo test test-fast bench clean
+.PHONY: install demo test test-fast bench fmt fmt-check clean
 
 install: $(STAMP)
 
@@ -24,6 +24,12 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest -q -n 2 --dist loadgroup tests
+
+fmt: $(STAMP)
+	$(VENV)/bin/pyink distil_jax tests tools configs
+
+fmt-check: $(STAMP)
+	$(VENV)/bin/pyink --check distil_jax tests tools configs
 
 bench: $(STAMP)
 	$(VENV)/bin/distil-jax bench --config configs/sft/tiny.py

@@ -3,6 +3,7 @@
 The top level imports nothing heavy: `distil_jax.curate` must run where JAX is not
 installed, so the JAX-backed API is resolved lazily on first attribute access.
 """
+
 from __future__ import annotations
 
 import importlib
@@ -19,9 +20,9 @@ _LAZY = {
 
 
 def __getattr__(name: str):
-    if name in _LAZY:
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'distil_jax' has no attribute {name!r}")
+  if name in _LAZY:
+    return getattr(importlib.import_module(_LAZY[name]), name)
+  raise AttributeError(f"module 'distil_jax' has no attribute {name!r}")
 
 
 __all__ = ["__version__", *_LAZY]

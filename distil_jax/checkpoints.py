@@ -3,6 +3,7 @@
 This is what `distil-jax convert` writes and what training can start from. Restores go
 straight into the target mesh's shardings, so the checkpoint's mesh does not matter.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -25,15 +26,21 @@ CONFIG_FILE = "model_config.json"
 
 def config_to_json(cfg: ModelConfig) -> dict:
   out = dataclasses.asdict(cfg)
-  out["param_dtype"], out["compute_dtype"] = dtype_name(cfg.param_dtype), dtype_name(cfg.compute_dtype)
+  out["param_dtype"], out["compute_dtype"] = dtype_name(cfg.param_dtype), dtype_name(
+      cfg.compute_dtype
+  )
   out["attention_impl"], out["remat_policy"] = cfg.attention_impl.value, cfg.remat_policy.value
   return out
 
 
 def config_from_json(d: dict, **overrides) -> ModelConfig:
   d = dict(d)
-  d["param_dtype"], d["compute_dtype"] = parse_dtype(d["param_dtype"]), parse_dtype(d["compute_dtype"])
-  d["attention_impl"], d["remat_policy"] = AttentionImpl(d["attention_impl"]), RematPolicy(d["remat_policy"])
+  d["param_dtype"], d["compute_dtype"] = parse_dtype(d["param_dtype"]), parse_dtype(
+      d["compute_dtype"]
+  )
+  d["attention_impl"], d["remat_policy"] = AttentionImpl(d["attention_impl"]), RematPolicy(
+      d["remat_policy"]
+  )
   if d.get("rope_scaling"):
     d["rope_scaling"] = YarnScaling(**d["rope_scaling"])
   d.update(overrides)
@@ -41,8 +48,9 @@ def config_from_json(d: dict, **overrides) -> ModelConfig:
 
 
 def is_model_checkpoint(path: str) -> bool:
-  return (os.path.isfile(os.path.join(path, CONFIG_FILE))
-          and os.path.isdir(os.path.join(path, "params")))
+  return os.path.isfile(os.path.join(path, CONFIG_FILE)) and os.path.isdir(
+      os.path.join(path, "params")
+  )
 
 
 def read_config(path: str, **overrides) -> ModelConfig:
@@ -61,8 +69,10 @@ def save_model(model: Qwen2, path: str, *, overwrite: bool = False) -> str:
   # Bound device->host staging so saving never holds a second copy of the model.
   handler = ocp.PyTreeCheckpointHandler(save_device_host_concurrent_gb=0.25)
   with ocp.Checkpointer(handler) as ckptr:
-    ckptr.save(os.path.join(tmp, "params"),
-               args=ocp.args.PyTreeSave(nnx.state(model, nnx.Param).to_pure_dict()))
+    ckptr.save(
+        os.path.join(tmp, "params"),
+        args=ocp.args.PyTreeSave(nnx.state(model, nnx.Param).to_pure_dict()),
+    )
   if jax.process_index() == 0:
     with open(os.path.join(tmp, CONFIG_FILE), "w") as f:
       json.dump(config_to_json(model.cfg), f, indent=2)
@@ -80,11 +90,18 @@ def load_model(path: str, mesh, rules: Rules = DEFAULT_RULES, **config_overrides
   shardings = state_shardings(abs_state, mesh, rules)
   target = jax.tree.map(
       lambda v, s: jax.ShapeDtypeStruct(v.shape, v.dtype, sharding=s.get_value()),
-      abs_state, shardings, is_leaf=lambda x: isinstance(x, nnx.Variable))
+      abs_state,
+      shardings,
+      is_leaf=lambda x: isinstance(x, nnx.Variable),
+  )
   with ocp.Checkpointer(ocp.PyTreeCheckpointHandler()) as ckptr:
-    restored = ckptr.restore(os.path.join(path, "params"), args=ocp.args.PyTreeRestore(
-        target.to_pure_dict(), restore_args=ocp.checkpoint_utils.construct_restore_args(
-            target.to_pure_dict())))
+    restored = ckptr.restore(
+        os.path.join(path, "params"),
+        args=ocp.args.PyTreeRestore(
+            target.to_pure_dict(),
+            restore_args=ocp.checkpoint_utils.construct_restore_args(target.to_pure_dict()),
+        ),
+    )
   nnx.replace_by_pure_dict(abs_state, restored)
   return nnx.merge(graphdef, abs_state)
 
@@ -95,5 +112,6 @@ def multihost_broadcast_str(value: str) -> str:
     return value
   from jax.experimental import multihost_utils  # noqa: PLC0415
   import numpy as np  # noqa: PLC0415
+
   raw = np.frombuffer(value.encode().ljust(256), np.uint8)
   return bytes(multihost_utils.broadcast_one_to_all(raw)).decode().strip()

@@ -4,6 +4,7 @@ Each subcommand lives in `distil_jax/commands/<name>.py` and exposes
 `add_arguments(parser)` and `run(args) -> int`. Modules are imported only when
 their command runs, so `distil-jax curate` works on a machine without JAX.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -29,29 +30,30 @@ COMMANDS = {
 
 
 def _load(name: str):
-    return importlib.import_module(f"distil_jax.commands.{name.replace('-', '_')}")
+  return importlib.import_module(f"distil_jax.commands.{name.replace('-', '_')}")
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    parser = argparse.ArgumentParser(prog="distil-jax", description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name, help_text in COMMANDS.items():
-        sub.add_parser(name, help=help_text, add_help=False)
-    if not argv or argv[0] in ("-h", "--help") or argv[0] not in COMMANDS:
-        parser.print_help() if not argv or argv[0] in ("-h", "--help") else parser.error(
-            f"unknown command {argv[0]!r}; choose from {', '.join(COMMANDS)}")
-        return 0
-    name, rest = argv[0], argv[1:]
-    module = _load(name)
-    cmd_parser = argparse.ArgumentParser(prog=f"distil-jax {name}", description=COMMANDS[name])
-    module.add_arguments(cmd_parser)
-    args, unknown = cmd_parser.parse_known_args(rest)
-    if unknown and not getattr(module, "ACCEPTS_OVERRIDES", False):
-        cmd_parser.error(f"unrecognized arguments: {' '.join(unknown)}")
-    args.overrides = unknown
-    return int(module.run(args) or 0)
+  argv = list(sys.argv[1:] if argv is None else argv)
+  parser = argparse.ArgumentParser(prog="distil-jax", description=__doc__.splitlines()[0])
+  sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+  for name, help_text in COMMANDS.items():
+    sub.add_parser(name, help=help_text, add_help=False)
+  if not argv or argv[0] in ("-h", "--help") or argv[0] not in COMMANDS:
+    parser.print_help() if not argv or argv[0] in ("-h", "--help") else parser.error(
+        f"unknown command {argv[0]!r}; choose from {', '.join(COMMANDS)}"
+    )
+    return 0
+  name, rest = argv[0], argv[1:]
+  module = _load(name)
+  cmd_parser = argparse.ArgumentParser(prog=f"distil-jax {name}", description=COMMANDS[name])
+  module.add_arguments(cmd_parser)
+  args, unknown = cmd_parser.parse_known_args(rest)
+  if unknown and not getattr(module, "ACCEPTS_OVERRIDES", False):
+    cmd_parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+  args.overrides = unknown
+  return int(module.run(args) or 0)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+  sys.exit(main())

@@ -5,6 +5,7 @@
 distillation, the DPO reference, `generate`, `serve`, `export` and `eval` all come through here.
 `model_config_at` reads only the architecture, for planning shapes before anything loads.
 """
+
 from __future__ import annotations
 
 import enum
@@ -31,14 +32,17 @@ def train_run_step_dir(path: str) -> str | None:
     if not steps:
       raise FileNotFoundError(f"{path}/checkpoints holds no finished step")
     return os.path.join(path, "checkpoints", str(max(steps)))
-  if (os.path.isdir(os.path.join(path, "state"))
-      and os.path.basename(os.path.dirname(path)) == "checkpoints"):
+  if (
+      os.path.isdir(os.path.join(path, "state"))
+      and os.path.basename(os.path.dirname(path)) == "checkpoints"
+  ):
     return path
   return None
 
 
 def kind_of(path: str) -> Kind:
   from distil_jax import checkpoints
+
   if train_run_step_dir(path):
     return Kind.TRAIN_RUN
   if checkpoints.is_model_checkpoint(path):
@@ -49,6 +53,7 @@ def kind_of(path: str) -> Kind:
 def _dtype_overrides(dtype, overrides: dict) -> dict:
   if dtype is not None:
     from distil_jax.model.config import parse_dtype
+
     dtype = parse_dtype(dtype)
     overrides.setdefault("param_dtype", dtype)
     overrides.setdefault("compute_dtype", dtype)
@@ -57,16 +62,19 @@ def _dtype_overrides(dtype, overrides: dict) -> dict:
 
 def _run_workdir(step_dir: str) -> str:
   from distil_jax import checkpoints
+
   workdir = os.path.dirname(os.path.dirname(step_dir))
   if not os.path.isfile(os.path.join(workdir, checkpoints.CONFIG_FILE)):
-    raise FileNotFoundError(f"{workdir}: no {checkpoints.CONFIG_FILE}; was it written by "
-                            "`distil-jax train`?")
+    raise FileNotFoundError(
+        f"{workdir}: no {checkpoints.CONFIG_FILE}; was it written by " "`distil-jax train`?"
+    )
   return workdir
 
 
 def model_config_at(path: str, *, dtype=None, **config_overrides) -> ModelConfig:
   """The architecture stored at `path` (any kind `open_model` opens), nothing loaded."""
   from distil_jax import checkpoints
+
   config_overrides = _dtype_overrides(dtype, config_overrides)
   kind = kind_of(path)
   if kind is Kind.TRAIN_RUN:
@@ -74,11 +82,13 @@ def model_config_at(path: str, *, dtype=None, **config_overrides) -> ModelConfig
   if kind is Kind.MODEL_CHECKPOINT:
     return checkpoints.read_config(path, **config_overrides)
   from distil_jax.hf.load import read_config
+
   return read_config(path, **config_overrides)
 
 
-def open_model(path: str, *, mesh=None, rules: Rules = DEFAULT_RULES, dtype=None,
-               **config_overrides) -> Qwen2:
+def open_model(
+    path: str, *, mesh=None, rules: Rules = DEFAULT_RULES, dtype=None, **config_overrides
+) -> Qwen2:
   """A HF Qwen2 directory, a distil-jax model checkpoint, or a training run (its workdir, for
   the latest step, or one `checkpoints/<step>` directory) -> a `Qwen2` sharded on `mesh`.
 
@@ -88,24 +98,28 @@ def open_model(path: str, *, mesh=None, rules: Rules = DEFAULT_RULES, dtype=None
   """
   from flax import nnx
   from distil_jax import checkpoints
+
   config_overrides = _dtype_overrides(dtype, config_overrides)
   if mesh is None:
     mesh = make_mesh(MeshConfig(data=1), devices=jax.devices()[:1])
   kind = kind_of(path)
   if kind is Kind.HF:
     from distil_jax.hf.load import load_hf_state
+
     return load_hf_state(path, model_config_at(path, **config_overrides), mesh, rules)
   if kind is Kind.MODEL_CHECKPOINT:
     return checkpoints.load_model(path, mesh, rules, **config_overrides)
   from distil_jax.model import abstract_model
   from distil_jax.sharding import state_shardings
   from distil_jax.train.checkpoint import restore_params
+
   step_dir = train_run_step_dir(path)
   cfg = model_config_at(path, **config_overrides)
   graphdef, abs_params = nnx.split(abstract_model(cfg))
   shardings = state_shardings(abs_params, mesh, rules)
-  target = jax.tree.map(lambda v, s: jax.ShapeDtypeStruct(v.shape, v.dtype, sharding=s),
-                        abs_params, shardings)
+  target = jax.tree.map(
+      lambda v, s: jax.ShapeDtypeStruct(v.shape, v.dtype, sharding=s), abs_params, shardings
+  )
   return nnx.merge(graphdef, restore_params(step_dir, target))
 
 

@@ -10,6 +10,7 @@ reason in the coordination service's key-value store and exits 1 straight away. 
 process runs a watcher thread that waits on that key; it prints which process failed and why,
 and exits 1. With one process `fail_fast()` does nothing: exceptions propagate as usual.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -24,6 +25,7 @@ _POLL_MS = 1000
 
 def _client():
   from jax._src import distributed  # noqa: PLC0415 (the client is not public API)
+
   return distributed.global_state.client
 
 
@@ -41,6 +43,7 @@ def fail_fast(what: str = "distil-jax"):
   (a person stopping one process of a multi-host run wants the whole run stopped).
   """
   import jax  # noqa: PLC0415
+
   client = _client() if jax.process_count() > 1 else None
   if client is None:
     yield

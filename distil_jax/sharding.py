@@ -4,6 +4,7 @@ Model code only names logical axes (on parameters through `axes` metadata, on
 activations through `constrain`). Which mesh axis each name lands on is policy,
 chosen by the config and applied here.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -47,6 +48,7 @@ DEFAULT_RULES: Rules = (
 @dataclasses.dataclass(frozen=True)
 class MeshConfig:
   """Device counts per mesh axis; -1 takes every device the others leave."""
+
   data: int = -1
   fsdp: int = 1
   tensor: int = 1
@@ -61,18 +63,21 @@ class MeshConfig:
         raise ValueError(f"{self}: {num_devices} devices do not divide by {known}")
       sizes[sizes.index(-1)] = num_devices // known
     if math.prod(sizes) != num_devices:
-      raise ValueError(f"{self}: mesh {sizes} needs {math.prod(sizes)} devices, "
-                       f"have {num_devices}")
+      raise ValueError(
+          f"{self}: mesh {sizes} needs {math.prod(sizes)} devices, " f"have {num_devices}"
+      )
     return tuple(sizes)
 
 
-def make_mesh(mesh_cfg: MeshConfig = MeshConfig(),
-              devices: Sequence[jax.Device] | None = None) -> Mesh:
+def make_mesh(
+    mesh_cfg: MeshConfig = MeshConfig(), devices: Sequence[jax.Device] | None = None
+) -> Mesh:
   devices = list(jax.devices() if devices is None else devices)
   shape = mesh_cfg.shape(len(devices))
   if len(devices) == len(jax.devices()):  # let JAX order devices by topology
-    return jax.make_mesh(shape, MESH_AXES, devices=devices,
-                         axis_types=(jax.sharding.AxisType.Auto,) * len(MESH_AXES))
+    return jax.make_mesh(
+        shape, MESH_AXES, devices=devices, axis_types=(jax.sharding.AxisType.Auto,) * len(MESH_AXES)
+    )
   return Mesh(np.asarray(devices).reshape(shape), MESH_AXES)
 
 
@@ -83,8 +88,12 @@ def _mesh_axis_size(mesh, axis) -> int:
   return math.prod(mesh.shape[n] for n in names)
 
 
-def logical_to_spec(axes: Sequence[str | None], rules: Rules = DEFAULT_RULES,
-                    shape: Sequence[int] | None = None, mesh=None) -> PartitionSpec:
+def logical_to_spec(
+    axes: Sequence[str | None],
+    rules: Rules = DEFAULT_RULES,
+    shape: Sequence[int] | None = None,
+    mesh=None,
+) -> PartitionSpec:
   """Logical names -> PartitionSpec. With `shape` and `mesh`, a dimension that the mesh
   axis does not divide stays replicated (e.g. 2 KV heads on 8 tensor shards), and a mesh
   axis is used at most once."""
@@ -116,9 +125,11 @@ def _param_axes(variable: nnx.Variable) -> tuple[str | None, ...]:
 
 def state_shardings(state, mesh: Mesh, rules: Rules = DEFAULT_RULES):
   """An nnx.State (abstract or concrete) -> the same tree with NamedSharding leaves."""
+
   def one(v):
     spec = logical_to_spec(_param_axes(v), rules, v.shape, mesh)
     return v.replace(NamedSharding(mesh, spec))
+
   return jax.tree.map(one, state, is_leaf=lambda x: isinstance(x, nnx.Variable))
 
 
@@ -161,4 +172,5 @@ def sync_processes(name: str) -> None:
   a finished output into place and before anyone reads it."""
   if jax.process_count() > 1:
     from jax.experimental import multihost_utils  # noqa: PLC0415
+
     multihost_utils.sync_global_devices(name)

@@ -4,6 +4,7 @@ a killed writer (kill -9) left behind: `<output>.tmp-<pid>-<random>` beside the 
 Liveness is checked on this host: a temporary of a writer on another host sharing the filesystem is
 removed only when a pid of that number is not running here, which is why only the outputs' own
 writers call this, for their own output name."""
+
 from __future__ import annotations
 
 import os
@@ -14,7 +15,9 @@ import uuid
 def temporary_name(output: str, *, hidden: bool = False) -> str:
   """A fresh temporary path beside `output` (`.name.tmp-...` when `hidden`)."""
   head, name = os.path.split(os.path.abspath(output))
-  return os.path.join(head, f"{'.' if hidden else ''}{name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+  return os.path.join(
+      head, f"{'.' if hidden else ''}{name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+  )
 
 
 def remove_abandoned(output: str, *, hidden: bool = False) -> list[str]:
@@ -25,7 +28,7 @@ def remove_abandoned(output: str, *, hidden: bool = False) -> list[str]:
   if not os.path.isdir(head):
     return removed
   for entry in os.listdir(head):
-    pid = entry[len(prefix):].split("-")[0] if entry.startswith(prefix) else ""
+    pid = entry[len(prefix) :].split("-")[0] if entry.startswith(prefix) else ""
     if pid.isdigit() and not _alive(int(pid)):
       shutil.rmtree(os.path.join(head, entry), ignore_errors=True)
       removed.append(os.path.join(head, entry))

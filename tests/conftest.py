@@ -2,6 +2,7 @@
 
 Single-device tests build a one-device mesh explicitly. This runs before JAX is imported.
 """
+
 import os
 
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")

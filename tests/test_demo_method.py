@@ -1,6 +1,7 @@
 """`make demo`'s pipeline (tools/demo_method.py) at its smallest size: every stage runs through the
 real command line, leaves its marker and its outputs, the table has every row, and a rerun resumes
 (skips every finished stage) instead of starting over."""
+
 import json
 import os
 import subprocess
@@ -10,8 +11,18 @@ import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RUNS = ("sft", "sft_more", "kd", "kd_offline", "fusion", "dpo")
-STAGES = ("world", "inits", "teacher", "answers", *RUNS, "check_export", "eval_teacher",
-          "eval_student_init", *(f"eval_{r}" for r in RUNS), "report")
+STAGES = (
+    "world",
+    "inits",
+    "teacher",
+    "answers",
+    *RUNS,
+    "check_export",
+    "eval_teacher",
+    "eval_student_init",
+    *(f"eval_{r}" for r in RUNS),
+    "report",
+)
 pytestmark = pytest.mark.slow
 
 
@@ -20,8 +31,14 @@ def demo_run(tmp_path_factory):
   work = tmp_path_factory.mktemp("demo")
   env = dict(os.environ, PYTHONPATH=ROOT)
   env.pop("XLA_FLAGS", None)  # one host device, as `make demo` runs
-  proc = subprocess.run([sys.executable, "tools/demo_method.py", "--workdir", str(work),
-                         "--size", "test"], cwd=ROOT, env=env, capture_output=True, text=True, check=False)
+  proc = subprocess.run(
+      [sys.executable, "tools/demo_method.py", "--workdir", str(work), "--size", "test"],
+      cwd=ROOT,
+      env=env,
+      capture_output=True,
+      text=True,
+      check=False,
+  )
   assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
   return work, proc.stdout, env
 
@@ -67,13 +84,25 @@ def test_table_has_every_row_as_json_markdown_and_png(demo_run):
 
 def test_rerun_skips_finished_stages_and_a_failure_is_loud(demo_run):
   work, _, env = demo_run
-  proc = subprocess.run([sys.executable, "tools/demo_method.py", "--workdir", str(work),
-                         "--size", "test"], cwd=ROOT, env=env, capture_output=True, text=True, check=False)
+  proc = subprocess.run(
+      [sys.executable, "tools/demo_method.py", "--workdir", str(work), "--size", "test"],
+      cwd=ROOT,
+      env=env,
+      capture_output=True,
+      text=True,
+      check=False,
+  )
   assert proc.returncode == 0, proc.stderr[-2000:]
   assert proc.stdout.count("skipped") == len(STAGES)
   os.remove(work / "stages" / "kd.done")
   os.remove(work / "models" / "teacher" / "config.json")  # the teacher KD needs is gone
-  proc = subprocess.run([sys.executable, "tools/demo_method.py", "--workdir", str(work),
-                         "--size", "test"], cwd=ROOT, env=env, capture_output=True, text=True, check=False)
+  proc = subprocess.run(
+      [sys.executable, "tools/demo_method.py", "--workdir", str(work), "--size", "test"],
+      cwd=ROOT,
+      env=env,
+      capture_output=True,
+      text=True,
+      check=False,
+  )
   assert proc.returncode != 0
   assert "stage 'kd' failed" in proc.stderr

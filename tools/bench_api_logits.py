@@ -8,6 +8,7 @@ tokens in-process, runs `api-logits` once untimed (the server compiles its promp
 once more into a fresh store, and prints that run's JSON line (requests/s, bytes per stored
 token on disk, payload and JSON response bytes per stored token, what the mapping dropped).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -42,16 +43,35 @@ def main() -> int:
   words = "the cat sat on a mat while distillation of large models runs fast 123 code".split()
   with open(root / "chats.jsonl", "w") as f:
     for i in range(args.chats):
-      f.write(json.dumps({"id": f"ex-{i:05d}", "messages": [
-          {"role": "user", "content": " ".join(rng.choices(words, k=rng.randint(5, 40)))},
-          {"role": "assistant", "content": " ".join(rng.choices(words, k=rng.randint(20, 120)))}
-      ]}) + "\n")
+      f.write(
+          json.dumps(
+              {
+                  "id": f"ex-{i:05d}",
+                  "messages": [
+                      {
+                          "role": "user",
+                          "content": " ".join(rng.choices(words, k=rng.randint(5, 40))),
+                      },
+                      {
+                          "role": "assistant",
+                          "content": " ".join(rng.choices(words, k=rng.randint(20, 120))),
+                      },
+                  ],
+              }
+          )
+          + "\n"
+      )
   tok = load_tokenizer()
-  prepare_dataset([root / "chats.jsonl"], root / "data", tokenizer=tok,
-                  max_length=args.max_length)
-  teacher = make_hf_checkpoint(str(root / "teacher"), vocab_size=151_665, hidden_size=64,
-                               intermediate_size=128, num_attention_heads=4,
-                               num_key_value_heads=2, max_position_embeddings=args.max_length * 2)
+  prepare_dataset([root / "chats.jsonl"], root / "data", tokenizer=tok, max_length=args.max_length)
+  teacher = make_hf_checkpoint(
+      str(root / "teacher"),
+      vocab_size=151_665,
+      hidden_size=64,
+      intermediate_size=128,
+      num_attention_heads=4,
+      num_key_value_heads=2,
+      max_position_embeddings=args.max_length * 2,
+  )
   model = distil_jax.from_pretrained(teacher, dtype=jnp.float32)
   server = start_server(model, tok, port=0, config=ServeConfig(served_model_names=("t",)))
   try:
@@ -59,16 +79,40 @@ def main() -> int:
     for name in ("warmup", "timed"):
       out = io.StringIO()
       with contextlib.redirect_stdout(out):
-        rc = cli(["api-logits", "--endpoint", server.url, "--model", "t", "--data",
-                  str(root / "data"), "--output", str(root / name), "--top_k", str(args.top_k),
-                  "--concurrency", str(args.concurrency), "--logprob_dtype", args.logprob_dtype])
+        rc = cli(
+            [
+                "api-logits",
+                "--endpoint",
+                server.url,
+                "--model",
+                "t",
+                "--data",
+                str(root / "data"),
+                "--output",
+                str(root / name),
+                "--top_k",
+                str(args.top_k),
+                "--concurrency",
+                str(args.concurrency),
+                "--logprob_dtype",
+                args.logprob_dtype,
+            ]
+        )
       if rc:
         return rc
       summaries.append(json.loads(out.getvalue().strip().splitlines()[-1]))
   finally:
     server.stop()
-  print(json.dumps({"chats": args.chats, "top_k": args.top_k,
-                    "concurrency": args.concurrency, **summaries[-1]}))
+  print(
+      json.dumps(
+          {
+              "chats": args.chats,
+              "top_k": args.top_k,
+              "concurrency": args.concurrency,
+              **summaries[-1],
+          }
+      )
+  )
   return 0
 
 

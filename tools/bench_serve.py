@@ -12,6 +12,7 @@ To compare with another version of the server, run this file with that version f
 path, e.g. the static-batch server before SSE streaming existed:
     git archive be30437 | tar -x -C /tmp/old && PYTHONPATH=/tmp/old python tools/bench_serve.py --no_stream
 """
+
 from __future__ import annotations
 
 import argparse
@@ -43,8 +44,9 @@ async def _one(client, url, body, stream: bool):
     done = time.perf_counter()
     return done - started, done - started, r.json()["usage"]["completion_tokens"]
   tokens = 0
-  async with client.stream("POST", url, json={**body, "stream": True,
-                                               "stream_options": {"include_usage": True}}) as r:
+  async with client.stream(
+      "POST", url, json={**body, "stream": True, "stream_options": {"include_usage": True}}
+  ) as r:
     r.raise_for_status()
     async for line in r.aiter_lines():
       if not line.startswith("data: ") or line == "data: [DONE]":
@@ -58,13 +60,20 @@ async def _one(client, url, body, stream: bool):
   return (first or done) - started, done - started, tokens
 
 
-async def _load(url, clients: int, requests: int, max_tokens: int, stream: bool,
-                mixed: bool = False):
+async def _load(
+    url, clients: int, requests: int, max_tokens: int, stream: bool, mixed: bool = False
+):
   import httpx
 
   length = lambda i: max(1, max_tokens // 8) if mixed and i % 2 else max_tokens
-  body = lambda i: {"model": "bench", "temperature": 0, "max_tokens": length(i), "messages": [
-      {"role": "user", "content": f"Request {i}: tell me a story about a distilled model."}]}
+  body = lambda i: {
+      "model": "bench",
+      "temperature": 0,
+      "max_tokens": length(i),
+      "messages": [
+          {"role": "user", "content": f"Request {i}: tell me a story about a distilled model."}
+      ],
+  }
   results, next_id = [], iter(range(requests))
 
   async def worker(client):
@@ -93,10 +102,14 @@ def main() -> None:
   parser.add_argument("--max_wait_ms", type=float, default=10.0)
   parser.add_argument("--no_stream", action="store_true", help="for servers without SSE")
   parser.add_argument("--continuous", action="store_true", help="continuous batching")
-  parser.add_argument("--mixed", action="store_true",
-                      help="every other request asks for max_tokens / 8 (uneven lengths)")
-  parser.add_argument("--max_model_len", type=int, default=None,
-                      help="with --continuous: positions a slot holds")
+  parser.add_argument(
+      "--mixed",
+      action="store_true",
+      help="every other request asks for max_tokens / 8 (uneven lengths)",
+  )
+  parser.add_argument(
+      "--max_model_len", type=int, default=None, help="with --continuous: positions a slot holds"
+  )
   args = parser.parse_args()
 
   import jax
@@ -105,26 +118,44 @@ def main() -> None:
 
   # A generator without stop ids: every answer runs to max_tokens, so runs compare equal work.
   from distil_jax.generate.engine import Generator
+
   extra = {"continuous": True, "max_model_len": args.max_model_len} if args.continuous else {}
-  config = ServeConfig(served_model_names=("bench",), max_batch=args.max_batch,
-                       max_wait_s=args.max_wait_ms / 1000, **extra)
+  config = ServeConfig(
+      served_model_names=("bench",),
+      max_batch=args.max_batch,
+      max_wait_s=args.max_wait_ms / 1000,
+      **extra,
+  )
   with start_server(Generator(_model(args.shape)), load_tokenizer(), config=config) as server:
     url = f"{server.url}/chat/completions"
     batch = 1
     while batch <= min(args.clients, args.max_batch):  # compile every batch bucket
       asyncio.run(_load(url, batch, batch, args.max_tokens, not args.no_stream))
       batch *= 2
-    results, seconds = asyncio.run(_load(url, args.clients, args.requests, args.max_tokens,
-                                         not args.no_stream, args.mixed))
+    results, seconds = asyncio.run(
+        _load(url, args.clients, args.requests, args.max_tokens, not args.no_stream, args.mixed)
+    )
   ttft, latency, tokens = zip(*results)
-  print(json.dumps({
-      "device": jax.devices()[0].device_kind, "shape": args.shape, "clients": args.clients,
-      "requests": args.requests, "max_tokens": args.max_tokens, "stream": not args.no_stream,
-      "continuous": args.continuous, "mixed": args.mixed,
-      "requests_per_s": round(len(results) / seconds, 2),
-      "new_tokens_per_s": round(sum(tokens) / seconds, 1),
-      "ttft_p50_s": round(_pct(ttft, 0.5), 3), "latency_p50_s": round(_pct(latency, 0.5), 3),
-      "latency_p99_s": round(_pct(latency, 0.99), 3)}), flush=True)
+  print(
+      json.dumps(
+          {
+              "device": jax.devices()[0].device_kind,
+              "shape": args.shape,
+              "clients": args.clients,
+              "requests": args.requests,
+              "max_tokens": args.max_tokens,
+              "stream": not args.no_stream,
+              "continuous": args.continuous,
+              "mixed": args.mixed,
+              "requests_per_s": round(len(results) / seconds, 2),
+              "new_tokens_per_s": round(sum(tokens) / seconds, 1),
+              "ttft_p50_s": round(_pct(ttft, 0.5), 3),
+              "latency_p50_s": round(_pct(latency, 0.5), 3),
+              "latency_p99_s": round(_pct(latency, 0.99), 3),
+          }
+      ),
+      flush=True,
+  )
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ Every step runs the real command line, the way a user would:
 
 Random weights produce gibberish text: the demo proves the plumbing, not the quality.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -28,10 +29,20 @@ import urllib.request
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DATA = os.path.join(ROOT, "tools", "demo_data")
 CLI = [sys.executable, "-m", "distil_jax.cli"]
-TEACHER = dict(hidden_size=128, intermediate_size=256, num_hidden_layers=4, num_attention_heads=4,
-               num_key_value_heads=2)
-STUDENT = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-               num_key_value_heads=2)
+TEACHER = dict(
+    hidden_size=128,
+    intermediate_size=256,
+    num_hidden_layers=4,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+)
+STUDENT = dict(
+    hidden_size=64,
+    intermediate_size=128,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+)
 
 
 def step(title: str) -> None:
@@ -46,17 +57,27 @@ def cli(*args: str) -> None:
 def make_checkpoints(work: str) -> tuple[str, str]:
   from distil_jax.testing.hf_models import make_hf_checkpoint  # noqa: PLC0415
   from distil_jax.tokenizer import load_tokenizer  # noqa: PLC0415
+
   tokenizer = load_tokenizer()
   paths = []
   for name, shape, seed in (("teacher", TEACHER, 1), ("student", STUDENT, 2)):
     path = os.path.join(work, f"{name}_hf")
-    make_hf_checkpoint(path, seed=seed, vocab_size=151936, tie_word_embeddings=True,
-                       randomize_norms_and_biases=False, bos_token_id=151643,
-                       eos_token_id=151645, **shape)
+    make_hf_checkpoint(
+        path,
+        seed=seed,
+        vocab_size=151936,
+        tie_word_embeddings=True,
+        randomize_norms_and_biases=False,
+        bos_token_id=151643,
+        eos_token_id=151645,
+        **shape,
+    )
     tokenizer.save_pretrained(path)
     paths.append(path)
-    print(f"{name}: {path} ({shape['num_hidden_layers']} layers, hidden {shape['hidden_size']}, "
-          "Qwen2.5 vocabulary and chat template)")
+    print(
+        f"{name}: {path} ({shape['num_hidden_layers']} layers, hidden {shape['hidden_size']}, "
+        "Qwen2.5 vocabulary and chat template)"
+    )
   return paths[0], paths[1]
 
 
@@ -90,9 +111,11 @@ def check_export(hf_dir: str) -> float:
   import distil_jax  # noqa: PLC0415
   from distil_jax.testing.hf_models import hf_logits  # noqa: PLC0415
   from distil_jax.tokenizer import load_tokenizer  # noqa: PLC0415
+
   tok = load_tokenizer(hf_dir)
-  text = tok.apply_chat_template([{"role": "user", "content": "Hello world"}], tokenize=False,
-                                 add_generation_prompt=True)
+  text = tok.apply_chat_template(
+      [{"role": "user", "content": "Hello world"}], tokenize=False, add_generation_prompt=True
+  )
   ids = np.asarray([tok(text)["input_ids"]])
   ours = np.asarray(distil_jax.from_pretrained(hf_dir, dtype=jnp.float32)(jnp.asarray(ids)))
   theirs = hf_logits(hf_dir, ids)
@@ -116,8 +139,17 @@ def main() -> int:
   cli("convert", "--hf", student_hf, "--output", f"{work}/student_orbax")
 
   step("3. generate from chat prompts with the real tokenizer")
-  cli("generate", "--model", student_hf, "--input", f"{DATA}/prompts.jsonl",
-      "--output", f"{work}/completions.jsonl", "--max_new_tokens", "16")
+  cli(
+      "generate",
+      "--model",
+      student_hf,
+      "--input",
+      f"{DATA}/prompts.jsonl",
+      "--output",
+      f"{work}/completions.jsonl",
+      "--max_new_tokens",
+      "16",
+  )
   for line in open(f"{work}/completions.jsonl"):
     print("  ", json.dumps(json.loads(line), ensure_ascii=False)[:200])
 
@@ -125,32 +157,70 @@ def main() -> int:
   port = free_port()
   server = start_server(teacher_hf, port)
   try:
-    cli("curate", "--config", "configs/curate/local_serve.py", "--workdir", f"{work}/curated",
-        "--input", f"{DATA}/seeds.jsonl",
-        f"--config.endpoints.teacher.base_url=http://127.0.0.1:{port}/v1")
+    cli(
+        "curate",
+        "--config",
+        "configs/curate/local_serve.py",
+        "--workdir",
+        f"{work}/curated",
+        "--input",
+        f"{DATA}/seeds.jsonl",
+        f"--config.endpoints.teacher.base_url=http://127.0.0.1:{port}/v1",
+    )
   finally:
     server.terminate()
     server.wait(timeout=30)
   manifest = json.load(open(f"{work}/curated/manifest.json"))
-  print("curation stages:", json.dumps([{k: s.get(k) for k in ("name", "in", "out")}
-                                        for s in manifest["stages"]]))
+  print(
+      "curation stages:",
+      json.dumps([{k: s.get(k) for k in ("name", "in", "out")} for s in manifest["stages"]]),
+  )
 
   step("6. tokenize the curated shards for SFT")
-  cli("prepare", "--input", *sorted(glob.glob(f"{work}/curated/*.array_record")),
-      "--output", f"{work}/sft_data", "--tokenizer", student_hf, "--max_length", "256")
+  cli(
+      "prepare",
+      "--input",
+      *sorted(glob.glob(f"{work}/curated/*.array_record")),
+      "--output",
+      f"{work}/sft_data",
+      "--tokenizer",
+      student_hf,
+      "--max_length",
+      "256",
+  )
 
   step("7. SFT of the student on the curated data")
-  cli("train", "--config", "configs/sft/tiny.py", "--workdir", f"{work}/sft",
-      f"--config.data.path={work}/sft_data", "--config.init.kind=hf",
-      f"--config.init.path={student_hf}", f"--config.steps={args.train_steps}",
-      "--config.log_every=5", "--config.checkpoint.every_steps=15", "--no_progress")
-  losses = [json.loads(line)["loss"] for line in open(f"{work}/sft/metrics.jsonl")
-            if "loss" in json.loads(line)]
+  cli(
+      "train",
+      "--config",
+      "configs/sft/tiny.py",
+      "--workdir",
+      f"{work}/sft",
+      f"--config.data.path={work}/sft_data",
+      "--config.init.kind=hf",
+      f"--config.init.path={student_hf}",
+      f"--config.steps={args.train_steps}",
+      "--config.log_every=5",
+      "--config.checkpoint.every_steps=15",
+      "--no_progress",
+  )
+  losses = [
+      json.loads(line)["loss"]
+      for line in open(f"{work}/sft/metrics.jsonl")
+      if "loss" in json.loads(line)
+  ]
   print(f"loss {losses[0]:.3f} -> {losses[-1]:.3f} over {len(losses)} logged steps")
 
   step("8. export the trained student to HF and reload it in transformers")
-  cli("export", "--checkpoint", f"{work}/sft", "--output", f"{work}/student_sft_hf",
-      "--tokenizer", student_hf)
+  cli(
+      "export",
+      "--checkpoint",
+      f"{work}/sft",
+      "--output",
+      f"{work}/student_sft_hf",
+      "--tokenizer",
+      student_hf,
+  )
   diff = check_export(f"{work}/student_sft_hf")
   print(f"max |logits(distil-jax) - logits(transformers)| = {diff:.2e} (float32)")
   if diff > 1e-4:

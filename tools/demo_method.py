@@ -20,6 +20,7 @@ Not run (said in the output): curation through a served teacher (`tools/demo.py`
 Resumable: each stage writes `<workdir>/stages/<name>.done` last; a rerun skips finished stages.
 Any failing command stops the demo with a non-zero exit naming the stage.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -33,12 +34,22 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 CLI = [sys.executable, "-m", "distil_jax.cli"]
-TEACHER = {"hidden_size": 128, "intermediate_size": 256, "num_hidden_layers": 4,
-           "num_attention_heads": 4, "num_key_value_heads": 2}
-STUDENT = {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2,
-           "num_attention_heads": 4, "num_key_value_heads": 2}
+TEACHER = {
+    "hidden_size": 128,
+    "intermediate_size": 256,
+    "num_hidden_layers": 4,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 2,
+}
+STUDENT = {
+    "hidden_size": 64,
+    "intermediate_size": 128,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 2,
+}
 NOT_RUN = {
-  "curation through a served teacher": "`serve` + `curate` are in tools/demo.py; they did not fit the time budget",
+    "curation through a served teacher": "`serve` + `curate` are in tools/demo.py; they did not fit the time budget",
 }
 
 
@@ -59,21 +70,44 @@ class Size:
   seq_len: int
   teacher_lr: float
   student_lr: float
-  answer_temperature: float  # the teacher's sampling temperature for the student's data (0 = greedy)
+  answer_temperature: (
+      float  # the teacher's sampling temperature for the student's data (0 = greedy)
+  )
 
 
 SIZES = {
-  "full": Size(n_train=4000, n_distil=512, n_heldout=120, teacher_steps=100, sft_steps=40,
-               distil_steps=30, batch=8, seq_len=64, teacher_lr=3e-3, student_lr=3e-3,
-               answer_temperature=0.0),
-  # An untrained teacher (and student) answers greedily with nothing; sampled, it says something.
-  "test": Size(n_train=200, n_distil=32, n_heldout=12, teacher_steps=4, sft_steps=3,
-               distil_steps=2, batch=4, seq_len=64, teacher_lr=3e-3, student_lr=3e-3,
-               answer_temperature=1.0),
+    "full": Size(
+        n_train=4000,
+        n_distil=512,
+        n_heldout=120,
+        teacher_steps=100,
+        sft_steps=40,
+        distil_steps=30,
+        batch=8,
+        seq_len=64,
+        teacher_lr=3e-3,
+        student_lr=3e-3,
+        answer_temperature=0.0,
+    ),
+    # An untrained teacher (and student) answers greedily with nothing; sampled, it says something.
+    "test": Size(
+        n_train=200,
+        n_distil=32,
+        n_heldout=12,
+        teacher_steps=4,
+        sft_steps=3,
+        distil_steps=2,
+        batch=4,
+        seq_len=64,
+        teacher_lr=3e-3,
+        student_lr=3e-3,
+        answer_temperature=1.0,
+    ),
 }
 
 
 class Demo:
+
   def __init__(self, work: str, size: Size, seed: int):
     self.work, self.size, self.seed = work, size, seed
     self.started = time.time()
@@ -82,8 +116,10 @@ class Demo:
     settings = json.dumps({"size": dataclasses.asdict(size), "seed": seed}, sort_keys=True)
     marker = os.path.join(work, "stages", "settings.json")
     if os.path.exists(marker) and read_jsonl(marker) != [json.loads(settings)]:
-      raise SystemExit(f"demo: {work} holds a run with other settings ({marker}); "
-                       "use another --workdir or delete it")
+      raise SystemExit(
+          f"demo: {work} holds a run with other settings ({marker}); "
+          "use another --workdir or delete it"
+      )
     with open(marker + ".tmp", "w") as f:
       f.write(settings)
     os.replace(marker + ".tmp", marker)
@@ -116,77 +152,159 @@ class Demo:
   # --- stages -----------------------------------------------------------------------------
   def world(self) -> None:
     from distil_jax.demo import world
+
     s = self.size
     train, heldout = world.generate(self.seed, s.n_train + s.n_distil, s.n_heldout)
     os.makedirs(self.path("world"), exist_ok=True)
-    world.write_jsonl(self.path("world", "teacher_train.jsonl"), [e.chat() for e in train[:s.n_train]])
-    distil = [e for e in train[s.n_train:]]
-    world.write_jsonl(self.path("world", "distil_prompts.jsonl"),
-                      [{"key": e.key, "messages": e.chat()["messages"][:1]} for e in distil])
+    world.write_jsonl(
+        self.path("world", "teacher_train.jsonl"), [e.chat() for e in train[: s.n_train]]
+    )
+    distil = [e for e in train[s.n_train :]]
+    world.write_jsonl(
+        self.path("world", "distil_prompts.jsonl"),
+        [{"key": e.key, "messages": e.chat()["messages"][:1]} for e in distil],
+    )
     world.write_jsonl(self.path("world", "distil_rows.jsonl"), [e.ifeval() for e in distil])
     world.write_jsonl(self.path("world", "heldout.jsonl"), [e.ifeval() for e in heldout])
     world.write_jsonl(self.path("world", "heldout_chat.jsonl"), [e.chat() for e in heldout])
     for e in train[:3] + heldout[:2]:
       print(f"  {e.key}: {e.prompt!r} -> {e.answer!r}")
-    print(f"  {s.n_train} teacher examples, {len(distil)} distillation prompts, "
-          f"{len(heldout)} held-out prompts (operands never in training)")
-    for name, src in (("teacher_data", "teacher_train.jsonl"), ("heldout_data", "heldout_chat.jsonl")):
-      self.cli("prepare", "--input", self.path("world", src), "--output", self.path(name),
-               "--max_length", str(s.seq_len), "--overwrite")
+    print(
+        f"  {s.n_train} teacher examples, {len(distil)} distillation prompts, "
+        f"{len(heldout)} held-out prompts (operands never in training)"
+    )
+    for name, src in (
+        ("teacher_data", "teacher_train.jsonl"),
+        ("heldout_data", "heldout_chat.jsonl"),
+    ):
+      self.cli(
+          "prepare",
+          "--input",
+          self.path("world", src),
+          "--output",
+          self.path(name),
+          "--max_length",
+          str(s.seq_len),
+          "--overwrite",
+      )
 
   def inits(self) -> None:
     from distil_jax.testing.hf_models import make_hf_checkpoint
     from distil_jax.tokenizer import load_tokenizer
-    tok = load_tokenizer()
-    for name, shape, seed in (("teacher_init_hf", TEACHER, self.seed + 1),
-                              ("student_init_hf", STUDENT, self.seed + 2)):
-      make_hf_checkpoint(self.path(name), seed=seed, vocab_size=151936, tie_word_embeddings=True,
-                         randomize_norms_and_biases=False, bos_token_id=151643,
-                         eos_token_id=151645, max_position_embeddings=256, **shape)
-      tok.save_pretrained(self.path(name))
-      print(f"  {name}: {shape['num_hidden_layers']} layers, width {shape['hidden_size']}, "
-            "vocabulary 151,936 (Qwen2.5's), the Qwen2.5 tokenizer and chat template")
 
-  def train(self, run: str, config: str, data: str, init: str, steps: int, lr: float,
-            *extra: str) -> None:
+    tok = load_tokenizer()
+    for name, shape, seed in (
+        ("teacher_init_hf", TEACHER, self.seed + 1),
+        ("student_init_hf", STUDENT, self.seed + 2),
+    ):
+      make_hf_checkpoint(
+          self.path(name),
+          seed=seed,
+          vocab_size=151936,
+          tie_word_embeddings=True,
+          randomize_norms_and_biases=False,
+          bos_token_id=151643,
+          eos_token_id=151645,
+          max_position_embeddings=256,
+          **shape,
+      )
+      tok.save_pretrained(self.path(name))
+      print(
+          f"  {name}: {shape['num_hidden_layers']} layers, width {shape['hidden_size']}, "
+          "vocabulary 151,936 (Qwen2.5's), the Qwen2.5 tokenizer and chat template"
+      )
+
+  def train(
+      self, run: str, config: str, data: str, init: str, steps: int, lr: float, *extra: str
+  ) -> None:
     s = self.size
-    self.cli("train", "--config", config, "--workdir", self.path("runs", run),
-             f"--config.data.path={data}", "--config.init.kind=hf", f"--config.init.path={init}",
-             f"--config.steps={steps}", f"--config.data.batch_size={s.batch}",
-             f"--config.data.seq_len={s.seq_len}", f"--config.optim.lr={lr}",
-             f"--config.optim.warmup_steps={max(1, steps // 10)}", "--config.loss_chunk=512",
-             f"--config.log_every={max(1, steps // 15)}", f"--config.checkpoint.every_steps={steps}",
-             "--config.checkpoint.async_save=False",
-             "--export", self.path("models", run), "--tokenizer", self.path("student_init_hf"),
-             "--no_progress", *extra)
+    self.cli(
+        "train",
+        "--config",
+        config,
+        "--workdir",
+        self.path("runs", run),
+        f"--config.data.path={data}",
+        "--config.init.kind=hf",
+        f"--config.init.path={init}",
+        f"--config.steps={steps}",
+        f"--config.data.batch_size={s.batch}",
+        f"--config.data.seq_len={s.seq_len}",
+        f"--config.optim.lr={lr}",
+        f"--config.optim.warmup_steps={max(1, steps // 10)}",
+        "--config.loss_chunk=512",
+        f"--config.log_every={max(1, steps // 15)}",
+        f"--config.checkpoint.every_steps={steps}",
+        "--config.checkpoint.async_save=False",
+        "--export",
+        self.path("models", run),
+        "--tokenizer",
+        self.path("student_init_hf"),
+        "--no_progress",
+        *extra,
+    )
 
   def teacher(self) -> None:
     s = self.size
-    self.train("teacher", "configs/sft/tiny.py", self.path("teacher_data"),
-               self.path("teacher_init_hf"), s.teacher_steps, s.teacher_lr)
+    self.train(
+        "teacher",
+        "configs/sft/tiny.py",
+        self.path("teacher_data"),
+        self.path("teacher_init_hf"),
+        s.teacher_steps,
+        s.teacher_lr,
+    )
 
   def answers(self) -> None:
     from distil_jax.demo import world
+
     out = self.path("world", "teacher_answers.jsonl")
-    self.cli("generate", "--model", self.path("models", "teacher"), "--input",
-             self.path("world", "distil_prompts.jsonl"), "--output", out, "--max_new_tokens", "16",
-             "--batch_size", "64", "--temperature", str(self.size.answer_temperature),
-             "--seed", str(self.seed))
+    self.cli(
+        "generate",
+        "--model",
+        self.path("models", "teacher"),
+        "--input",
+        self.path("world", "distil_prompts.jsonl"),
+        "--output",
+        out,
+        "--max_new_tokens",
+        "16",
+        "--batch_size",
+        "64",
+        "--temperature",
+        str(self.size.answer_temperature),
+        "--seed",
+        str(self.seed),
+    )
     rows = {r["key"]: r for r in read_jsonl(self.path("world", "distil_rows.jsonl"))}
     chats, right = [], 0
     for r in read_jsonl(out):
       right += world.is_correct(rows[r["key"]], r["completion"])
       if not r["completion"].strip():
         continue  # prepare would skip it anyway
-      chats.append({"messages": r["messages"][:1] + [{"role": "assistant", "content": r["completion"]}]})
+      chats.append(
+          {"messages": r["messages"][:1] + [{"role": "assistant", "content": r["completion"]}]}
+      )
     world.write_jsonl(self.path("world", "student_sft.jsonl"), chats)
-    print(f"  the teacher answered {right}/{len(rows)} distillation prompts correctly, {len(chats)} "
-          "non-empty; the student learns from all of those, right or wrong, as from a real teacher")
+    print(
+        f"  the teacher answered {right}/{len(rows)} distillation prompts correctly, {len(chats)} "
+        "non-empty; the student learns from all of those, right or wrong, as from a real teacher"
+    )
     if len(chats) < self.size.batch:
-      raise SystemExit(f"demo: the teacher gave only {len(chats)} non-empty answers in {out}: "
-                       "train it longer (--size full) or sample (answer_temperature)")
-    self.cli("prepare", "--input", self.path("world", "student_sft.jsonl"), "--output",
-             self.path("student_data"), "--max_length", str(self.size.seq_len), "--overwrite")
+      raise SystemExit(
+          f"demo: the teacher gave only {len(chats)} non-empty answers in {out}: "
+          "train it longer (--size full) or sample (answer_temperature)"
+      )
+    self.cli(
+        "prepare",
+        "--input",
+        self.path("world", "student_sft.jsonl"),
+        "--output",
+        self.path("student_data"),
+        "--max_length",
+        str(self.size.seq_len),
+        "--overwrite",
+    )
 
   def student(self, run: str) -> None:
     s = self.size
@@ -194,33 +312,104 @@ class Demo:
     teacher = f"--config.frozen.teacher.path={self.path('models', 'teacher')}"
     sft_ckpt = self.path("models", "sft")
     if run == "sft":
-      self.train("sft", "configs/sft/tiny.py", data, self.path("student_init_hf"), s.sft_steps,
-                 s.student_lr)
+      self.train(
+          "sft",
+          "configs/sft/tiny.py",
+          data,
+          self.path("student_init_hf"),
+          s.sft_steps,
+          s.student_lr,
+      )
     elif run == "sft_more":
       self.train("sft_more", "configs/sft/tiny.py", data, sft_ckpt, s.distil_steps, s.student_lr)
     elif run == "kd":
-      self.train("kd", "configs/fusion/tiny.py", data, sft_ckpt, s.distil_steps, s.student_lr,
-                 teacher, "--config.loss.fusion_weight=0.0")
+      self.train(
+          "kd",
+          "configs/fusion/tiny.py",
+          data,
+          sft_ckpt,
+          s.distil_steps,
+          s.student_lr,
+          teacher,
+          "--config.loss.fusion_weight=0.0",
+      )
     elif run == "kd_offline":
-      self.cli("teacher-logits", "--teacher", self.path("models", "teacher"), "--data", data,
-               "--output", self.path("teacher_top10"), "--top_k", "10",
-               "--max_length", str(s.seq_len), "--dtype", "float32")
-      self.train("kd_offline", "configs/kd/tiny_offline.py", data, sft_ckpt, s.distil_steps,
-                 s.student_lr, f"--config.data.teacher_store={self.path('teacher_top10')}")
+      self.cli(
+          "teacher-logits",
+          "--teacher",
+          self.path("models", "teacher"),
+          "--data",
+          data,
+          "--output",
+          self.path("teacher_top10"),
+          "--top_k",
+          "10",
+          "--max_length",
+          str(s.seq_len),
+          "--dtype",
+          "float32",
+      )
+      self.train(
+          "kd_offline",
+          "configs/kd/tiny_offline.py",
+          data,
+          sft_ckpt,
+          s.distil_steps,
+          s.student_lr,
+          f"--config.data.teacher_store={self.path('teacher_top10')}",
+      )
     elif run == "dpo":
       kd = self.path("models", "kd")
-      self.cli("make-pairs", "--student", kd, "--input", self.path("world", "student_sft.jsonl"),
-               "--output", self.path("pairs"), "--max_new_tokens", "16", "--batch_size", "64",
-               "--temperature", str(s.answer_temperature), "--seed", str(self.seed))
-      self.cli("prepare-pairs", "--input", self.path("pairs"), "--output", self.path("pairs_tok"),
-               "--max_length", str(s.seq_len))
-      self.cli("ref-logprobs", "--model", kd, "--pairs", self.path("pairs_tok"), "--output",
-               self.path("pairs_ref"), "--dtype", "float32")
-      self.train("dpo", f"configs/dpo/tiny.py:{kd}", self.path("pairs_tok"), kd, s.distil_steps,
-                 1e-3, f"--config.loss.reference_logprobs={self.path('pairs_ref')}")
+      self.cli(
+          "make-pairs",
+          "--student",
+          kd,
+          "--input",
+          self.path("world", "student_sft.jsonl"),
+          "--output",
+          self.path("pairs"),
+          "--max_new_tokens",
+          "16",
+          "--batch_size",
+          "64",
+          "--temperature",
+          str(s.answer_temperature),
+          "--seed",
+          str(self.seed),
+      )
+      self.cli(
+          "prepare-pairs",
+          "--input",
+          self.path("pairs"),
+          "--output",
+          self.path("pairs_tok"),
+          "--max_length",
+          str(s.seq_len),
+      )
+      self.cli(
+          "ref-logprobs",
+          "--model",
+          kd,
+          "--pairs",
+          self.path("pairs_tok"),
+          "--output",
+          self.path("pairs_ref"),
+          "--dtype",
+          "float32",
+      )
+      self.train(
+          "dpo",
+          f"configs/dpo/tiny.py:{kd}",
+          self.path("pairs_tok"),
+          kd,
+          s.distil_steps,
+          1e-3,
+          f"--config.loss.reference_logprobs={self.path('pairs_ref')}",
+      )
     elif run == "fusion":
-      self.train("fusion", "configs/fusion/tiny.py", data, sft_ckpt, s.distil_steps, s.student_lr,
-                 teacher)
+      self.train(
+          "fusion", "configs/fusion/tiny.py", data, sft_ckpt, s.distil_steps, s.student_lr, teacher
+      )
 
   def check_export(self) -> None:
     import jax.numpy as jnp
@@ -229,10 +418,12 @@ class Demo:
     import distil_jax
     from distil_jax.testing.hf_models import hf_logits
     from distil_jax.tokenizer import load_tokenizer
+
     hf_dir = self.path("models", "fusion")
     tok = load_tokenizer(hf_dir)
-    text = tok.apply_chat_template([{"role": "user", "content": "What is 2 + 3?"}], tokenize=False,
-                                   add_generation_prompt=True)
+    text = tok.apply_chat_template(
+        [{"role": "user", "content": "What is 2 + 3?"}], tokenize=False, add_generation_prompt=True
+    )
     ids = np.asarray([tok(text)["input_ids"]])
     ours = np.asarray(distil_jax.from_pretrained(hf_dir, dtype=jnp.float32)(jnp.asarray(ids)))
     diff = float(np.abs(ours - hf_logits(hf_dir, ids)).max())
@@ -242,48 +433,100 @@ class Demo:
 
   def evaluate(self, name: str) -> None:
     model = self.path("student_init_hf") if name == "student_init" else self.path("models", name)
-    self.cli("eval", "--model", model, "--name", name, "--prompts", self.path("world", "heldout.jsonl"),
-             "--data", self.path("heldout_data"), "--seq_len", str(self.size.seq_len),
-             "--max_new_tokens", "16", "--batch_size", "64", "--loss_chunk", "512",
-             "--dtype", "float32", "--no_progress", "--output", self.path("eval", name + ".json"))
+    self.cli(
+        "eval",
+        "--model",
+        model,
+        "--name",
+        name,
+        "--prompts",
+        self.path("world", "heldout.jsonl"),
+        "--data",
+        self.path("heldout_data"),
+        "--seq_len",
+        str(self.size.seq_len),
+        "--max_new_tokens",
+        "16",
+        "--batch_size",
+        "64",
+        "--loss_chunk",
+        "512",
+        "--dtype",
+        "float32",
+        "--no_progress",
+        "--output",
+        self.path("eval", name + ".json"),
+    )
 
 
-ROWS = (("teacher", "teacher"), ("student before training", "student_init"),
-        ("after SFT", "sft"), ("after SFT, continued (equal tokens)", "sft_more"),
-        ("after SFT + logit KD (online teacher)", "kd"),
-        ("after SFT + logit KD (offline top-10)", "kd_offline"),
-        ("after SFT + KD + fusion", "fusion"), ("after SFT + KD + DPO", "dpo"))
+ROWS = (
+    ("teacher", "teacher"),
+    ("student before training", "student_init"),
+    ("after SFT", "sft"),
+    ("after SFT, continued (equal tokens)", "sft_more"),
+    ("after SFT + logit KD (online teacher)", "kd"),
+    ("after SFT + logit KD (offline top-10)", "kd_offline"),
+    ("after SFT + KD + fusion", "fusion"),
+    ("after SFT + KD + DPO", "dpo"),
+)
 
 
 def report(demo: Demo) -> None:
   from distil_jax.demo import results
+
   s = demo.size
   heldout = read_jsonl(demo.path("world", "heldout.jsonl"))
-  tokens = {"teacher": s.teacher_steps, "student_init": 0, "sft": s.sft_steps,
-            "sft_more": s.sft_steps + s.distil_steps, "kd": s.sft_steps + s.distil_steps,
-            "kd_offline": s.sft_steps + s.distil_steps, "fusion": s.sft_steps + s.distil_steps,
-            "dpo": s.sft_steps + 2 * s.distil_steps}
+  tokens = {
+      "teacher": s.teacher_steps,
+      "student_init": 0,
+      "sft": s.sft_steps,
+      "sft_more": s.sft_steps + s.distil_steps,
+      "kd": s.sft_steps + s.distil_steps,
+      "kd_offline": s.sft_steps + s.distil_steps,
+      "fusion": s.sft_steps + s.distil_steps,
+      "dpo": s.sft_steps + 2 * s.distil_steps,
+  }
   table = []
   for title, name in ROWS:
-    table.append({"name": title, "model": name, "train_tokens": tokens[name] * s.batch * s.seq_len,
-                  "scores": results.score_model(heldout, demo.path("eval", name + ".json"))})
+    table.append(
+        {
+            "name": title,
+            "model": name,
+            "train_tokens": tokens[name] * s.batch * s.seq_len,
+            "scores": results.score_model(heldout, demo.path("eval", name + ".json")),
+        }
+    )
   md = results.markdown(table)
-  md += ("\nrule accuracy: held-out prompts whose answer content is right; IFEval strict/loose: the "
-         "formatting prompts whose every instruction passes; [ ] = 95% bootstrap interval over "
-         f"the {len(heldout)} held-out prompts; train tokens = steps x batch x sequence (padded).\n")
+  md += (
+      "\nrule accuracy: held-out prompts whose answer content is right; IFEval strict/loose: the "
+      "formatting prompts whose every instruction passes; [ ] = 95% bootstrap interval over "
+      f"the {len(heldout)} held-out prompts; train tokens = steps x batch x sequence (padded).\n"
+  )
   md += "".join(f"\nnot run: {k}: {v}" for k, v in NOT_RUN.items()) + "\n"
-  runs = {name: demo.path("runs", name, "metrics.jsonl")
-          for name in ("teacher", "sft", "sft_more", "kd", "kd_offline", "fusion", "dpo")}
+  runs = {
+      name: demo.path("runs", name, "metrics.jsonl")
+      for name in ("teacher", "sft", "sft_more", "kd", "kd_offline", "fusion", "dpo")
+  }
   results.plot(demo.path("results.png"), runs, table)
-  for name, text in (("results.md", md), ("results.json", json.dumps(
-      {"table": table, "size": dataclasses.asdict(s), "stage_seconds": demo.timings}, indent=1))):
+  for name, text in (
+      ("results.md", md),
+      (
+          "results.json",
+          json.dumps(
+              {"table": table, "size": dataclasses.asdict(s), "stage_seconds": demo.timings},
+              indent=1,
+          ),
+      ),
+  ):
     with open(demo.path(name) + ".tmp", "w") as f:
       f.write(text)
     os.replace(demo.path(name) + ".tmp", demo.path(name))
   print("\n" + md)
   for row in table[:1] + table[-2:-1]:
     for ex in row.get("scores", {}).get("examples", [])[:2]:
-      print(f"  {row['name']}: {ex['prompt']!r} -> {ex['answer']!r} (reference {ex['reference']!r})")
+      print(
+          f"  {row['name']}: {ex['prompt']!r} -> {ex['answer']!r} (reference {ex['reference']!r})"
+      )
   print(f"\nwritten: {demo.path('results.md')}, results.json, results.png")
 
 
@@ -294,8 +537,11 @@ def main() -> int:
   parser.add_argument("--seed", type=int, default=0)
   args = parser.parse_args()
   demo = Demo(os.path.abspath(args.workdir), SIZES[args.size], args.seed)
-  print(f"distil-jax demo ({args.size}) in {demo.work}; load average {os.getloadavg()[0]:.1f} "
-        f"on {os.cpu_count()} CPUs", flush=True)
+  print(
+      f"distil-jax demo ({args.size}) in {demo.work}; load average {os.getloadavg()[0]:.1f} "
+      f"on {os.cpu_count()} CPUs",
+      flush=True,
+  )
   demo.stage("world", demo.world)
   demo.stage("inits", demo.inits)
   demo.stage("teacher", demo.teacher)
@@ -308,8 +554,10 @@ def main() -> int:
   for k, v in NOT_RUN.items():
     print(f"=== {k}: not run ({v})")
   demo.stage("report", lambda: report(demo))
-  print(f"\ndemo finished in {time.time() - demo.started:.0f} s "
-        f"(stages: {', '.join(f'{k} {v:.0f}s' for k, v in demo.timings.items())})")
+  print(
+      f"\ndemo finished in {time.time() - demo.started:.0f} s "
+      f"(stages: {', '.join(f'{k} {v:.0f}s' for k, v in demo.timings.items())})"
+  )
   return 0
 
 

@@ -11,6 +11,7 @@ Expected: /tmp/curated/curated-00000-of-00001.array_record with one record per d
 teacher answers were accepted; a random-init teacher's answers are all rejected and counted.
 Swap the base_url for a real teacher (vLLM, SGLang, DashScope) to get refined data.
 """
+
 import importlib.util
 import os
 
@@ -19,7 +20,9 @@ import ml_collections
 
 def _sibling(name):
   """Config files are loaded by path, not as a package: import the neighbouring file."""
-  spec = importlib.util.spec_from_file_location(f"_curate_{name}", os.path.join(os.path.dirname(__file__), f"{name}.py"))
+  spec = importlib.util.spec_from_file_location(
+      f"_curate_{name}", os.path.join(os.path.dirname(__file__), f"{name}.py")
+  )
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
   return module
@@ -35,6 +38,7 @@ def get_config(arg=None):
   config.stages = ("dedup", "classify", "rewrite", "refine", "dedup")
   config.classify = demo.agent(max_tokens=16, on_reject="keep")
   config.rewrite = demo.agent(max_tokens=48, on_reject="keep")
-  config.refine = ml_collections.ConfigDict(dict(
-      agent=demo.agent(max_tokens=48, on_reject="keep"), cot_tasks=("math", "reasoning")))
+  config.refine = ml_collections.ConfigDict(
+      dict(agent=demo.agent(max_tokens=48, on_reject="keep"), cot_tasks=("math", "reasoning"))
+  )
   return config

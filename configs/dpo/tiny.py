@@ -15,6 +15,7 @@ the reference in memory instead. Expected (tests/train/test_dpo.py): reward accu
 training pairs climbs above 0.9 within a few dozen steps; metrics.jsonl holds reward_accuracy,
 reward_margin, chosen/rejected rewards, log-probs and lengths; running again resumes.
 """
+
 import ml_collections
 
 from distil_jax.sharding import DEFAULT_RULES
@@ -29,17 +30,40 @@ def get_config(arg=None):
   c.loss_logits_dtype = "float32"
   # The loss table (distil_jax/train/loss_config.py); variants: sigmoid | ipo |
   # length_normalised | simpo (SimPO needs no reference; give it gamma, e.g. 0.5, and beta ~2).
-  c.loss = dict(kind="dpo", variant="sigmoid", beta=0.1, label_smoothing=0.0, gamma=0.0,
-                sft_weight=0.0, reference_logprobs="", online_reference=False)
+  c.loss = dict(
+      kind="dpo",
+      variant="sigmoid",
+      beta=0.1,
+      label_smoothing=0.0,
+      gamma=0.0,
+      sft_weight=0.0,
+      reference_logprobs="",
+      online_reference=False,
+  )
   c.frozen = dict(reference=dict(path=arg or "", dtype="float32"))  # read only when online
   c.log_every = 5
-  c.model = dict(preset="tiny", vocab_size=151936, param_dtype="float32",
-                 compute_dtype="float32", remat_policy="none", attention_impl="xla")
+  c.model = dict(
+      preset="tiny",
+      vocab_size=151936,
+      param_dtype="float32",
+      compute_dtype="float32",
+      remat_policy="none",
+      attention_impl="xla",
+  )
   c.init = dict(kind="orbax" if arg else "fresh", path=arg or "")
   c.mesh = dict(data=-1, fsdp=1, tensor=1)
   c.rules = DEFAULT_RULES
-  c.optim = dict(lr=1e-3, schedule="constant", warmup_steps=0, min_lr_ratio=1.0, b1=0.9,
-                 b2=0.95, eps=1e-8, weight_decay=0.0, clip_norm=1.0)
+  c.optim = dict(
+      lr=1e-3,
+      schedule="constant",
+      warmup_steps=0,
+      min_lr_ratio=1.0,
+      b1=0.9,
+      b2=0.95,
+      eps=1e-8,
+      weight_decay=0.0,
+      clip_norm=1.0,
+  )
   c.data = dict(path="", seq_len=128, batch_size=8, seed=0, num_epochs=0, worker_count=0)
   c.checkpoint = dict(every_steps=20, keep=2, async_save=True)
   return c

@@ -15,6 +15,7 @@ new tokens/s at batch 1 and 32 beside transformers', written to /tmp/eval-tiny/r
 per-prompt answers in /tmp/eval-tiny/result.json.ifeval.jsonl. Every key is a `distil-jax eval` flag;
 a flag given on the command line wins over the config.
 """
+
 import ml_collections
 
 

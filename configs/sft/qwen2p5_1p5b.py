@@ -11,6 +11,7 @@ On CPU pass --config.model.attention_impl=xla (cuDNN attention is GPU-only).
 --config.model.max_segments_per_row=N (e.g. 16) keeps packed documents apart with cuDNN's
 ragged layout instead of a dense [B,1,T,T] bias (Hopper or later; rows must hold <= N documents).
 """
+
 import ml_collections
 
 from distil_jax.sharding import DEFAULT_RULES
@@ -26,14 +27,28 @@ def get_config(arg=None):
   c.loss = dict(kind="sft")  # the loss table: distil_jax/train/loss_config.py
   c.frozen = dict()  # no teacher or reference model
   c.log_every = 10
-  c.model = dict(preset="qwen2p5_1p5b", param_dtype="float32", compute_dtype="bfloat16",
-                 remat_policy="dots", attention_impl="cudnn",
-                 max_segments_per_row=0)
+  c.model = dict(
+      preset="qwen2p5_1p5b",
+      param_dtype="float32",
+      compute_dtype="bfloat16",
+      remat_policy="dots",
+      attention_impl="cudnn",
+      max_segments_per_row=0,
+  )
   c.init = dict(kind="hf" if arg else "fresh", path=arg or "")
   c.mesh = dict(data=-1, fsdp=1, tensor=1)
   c.rules = DEFAULT_RULES  # logical axis -> mesh axis; replace to change the policy
-  c.optim = dict(lr=1e-05, schedule="cosine", warmup_steps=100, min_lr_ratio=0.1, b1=0.9,
-                 b2=0.95, eps=1e-8, weight_decay=0.0, clip_norm=1.0)
+  c.optim = dict(
+      lr=1e-05,
+      schedule="cosine",
+      warmup_steps=100,
+      min_lr_ratio=0.1,
+      b1=0.9,
+      b2=0.95,
+      eps=1e-8,
+      weight_decay=0.0,
+      clip_norm=1.0,
+  )
   c.data = dict(path="", seq_len=2048, batch_size=8, seed=0, num_epochs=0, worker_count=4)
   c.checkpoint = dict(every_steps=500, keep=3, async_save=True)
   return c

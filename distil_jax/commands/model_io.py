@@ -1,16 +1,25 @@
 """Shared command-line options for loading a model: mesh shape and dtype."""
+
 from __future__ import annotations
 
 
 def add_model_arguments(parser):
-  parser.add_argument("--dtype", default=None, choices=["float32", "bfloat16", "float16"],
-                      help="parameter dtype (default: the checkpoint's)")
-  parser.add_argument("--mesh", default="data=1",
-                      help="mesh shape, e.g. 'fsdp=8' or 'data=2,tensor=4' (-1 fills the rest)")
+  parser.add_argument(
+      "--dtype",
+      default=None,
+      choices=["float32", "bfloat16", "float16"],
+      help="parameter dtype (default: the checkpoint's)",
+  )
+  parser.add_argument(
+      "--mesh",
+      default="data=1",
+      help="mesh shape, e.g. 'fsdp=8' or 'data=2,tensor=4' (-1 fills the rest)",
+  )
 
 
 def parse_mesh(text: str):
   from distil_jax.sharding import MeshConfig  # noqa: PLC0415
+
   fields = {}
   for part in filter(None, text.split(",")):
     name, _, value = part.partition("=")
@@ -27,9 +36,13 @@ def load(path: str, args):
   from distil_jax.loading import open_model  # noqa: PLC0415
   from distil_jax.model.config import parse_dtype  # noqa: PLC0415
   from distil_jax.sharding import make_mesh  # noqa: PLC0415
+
   mesh_cfg = parse_mesh(args.mesh)
   devices = jax.devices()
   n = abs(mesh_cfg.data * mesh_cfg.fsdp * mesh_cfg.tensor)
-  mesh = make_mesh(mesh_cfg, devices=devices[:n] if -1 not in (mesh_cfg.data, mesh_cfg.fsdp, mesh_cfg.tensor) else devices)
+  mesh = make_mesh(
+      mesh_cfg,
+      devices=devices[:n] if -1 not in (mesh_cfg.data, mesh_cfg.fsdp, mesh_cfg.tensor) else devices,
+  )
   overrides = {"param_dtype": parse_dtype(args.dtype)} if args.dtype else {}
   return open_model(path, mesh=mesh, **overrides)

@@ -2,6 +2,7 @@
 response log-probs for the chosen and rejected side of every tokenized pair, computed once so DPO
 training keeps one model in memory. Rerun to resume; with several processes pass the same
 --coordinator flags as `train`. See `distil_jax/pairs/reference.py` for the output layout."""
+
 from __future__ import annotations
 
 import argparse
@@ -11,8 +12,12 @@ from distil_jax.commands.model_io import add_model_arguments
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-  parser.add_argument("--model", required=True, metavar="REF",
-                      help="the reference: HF directory, orbax checkpoint or training run")
+  parser.add_argument(
+      "--model",
+      required=True,
+      metavar="REF",
+      help="the reference: HF directory, orbax checkpoint or training run",
+  )
   parser.add_argument("--pairs", required=True, metavar="DIR", help="written by prepare-pairs")
   parser.add_argument("--output", required=True, metavar="DIR")
   parser.add_argument("--batch_size", type=int, default=8, help="pairs per step (2x rows)")
@@ -25,8 +30,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
   from distil_jax.commands.train import maybe_initialize_distributed
+
   maybe_initialize_distributed(args)
   from distil_jax.multihost import fail_fast
+
   with fail_fast("distil-jax ref-logprobs"):
     return _run(args)
 
@@ -41,20 +48,27 @@ def _run(args) -> int:
   from distil_jax.model.config import parse_dtype
   from distil_jax.pairs.reference import compute_reference_logprobs
   from distil_jax.sharding import make_mesh
+
   mesh_cfg = parse_mesh(args.mesh)
   sizes = (mesh_cfg.data, mesh_cfg.fsdp, mesh_cfg.tensor)
-  mesh = make_mesh(mesh_cfg, devices=jax.devices() if -1 in sizes else
-                   jax.devices()[:math.prod(sizes)])
-  model = open_model(args.model, mesh=mesh,
-                     dtype=parse_dtype(args.dtype) if args.dtype else None)
+  mesh = make_mesh(
+      mesh_cfg, devices=jax.devices() if -1 in sizes else jax.devices()[: math.prod(sizes)]
+  )
+  model = open_model(args.model, mesh=mesh, dtype=parse_dtype(args.dtype) if args.dtype else None)
   try:
     manifest = compute_reference_logprobs(
-        model, mesh, args.pairs, args.output, model_name=args.model, batch_size=args.batch_size,
-        chunk=args.chunk, log=lambda line: print(line, file=sys.stderr))
+        model,
+        mesh,
+        args.pairs,
+        args.output,
+        model_name=args.model,
+        batch_size=args.batch_size,
+        chunk=args.chunk,
+        log=lambda line: print(line, file=sys.stderr),
+    )
   except (ValueError, FileNotFoundError) as e:
     print(f"distil-jax ref-logprobs: error: {e}", file=sys.stderr)
     return 2
   if jax.process_index() == 0:
     print(f"wrote reference log-probs of {manifest['pairs']} pairs to {args.output}")
   return 0
-

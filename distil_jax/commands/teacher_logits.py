@@ -19,6 +19,7 @@ i, i + n, ... and writes their files. A rerun skips finished units and redoes a 
 run left unfinished; `manifest.json` is written last, by process 0, once every unit is done.
 Prints a JSON summary (teacher tokens/s, bytes per stored token) at the end.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -34,32 +35,72 @@ import numpy as np
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-  parser.add_argument("--teacher", required=True, metavar="DIR",
-                      help="the teacher: a HF directory, an orbax model checkpoint or a run")
-  parser.add_argument("--data", required=True, metavar="DATA_DIR",
-                      help="a directory written by `distil-jax prepare`")
+  parser.add_argument(
+      "--teacher",
+      required=True,
+      metavar="DIR",
+      help="the teacher: a HF directory, an orbax model checkpoint or a run",
+  )
+  parser.add_argument(
+      "--data",
+      required=True,
+      metavar="DATA_DIR",
+      help="a directory written by `distil-jax prepare`",
+  )
   parser.add_argument("--output", required=True, metavar="STORE_DIR")
   parser.add_argument("--top_k", type=int, default=10)
-  parser.add_argument("--batch_size", type=int, default=8,
-                      help="packed rows per step (per process)")
-  parser.add_argument("--max_length", type=int, default=None,
-                      help="row length in tokens; longer documents are cut (default: the data's)")
-  parser.add_argument("--dtype", default=None, choices=["float32", "bfloat16"],
-                      help="teacher parameter/compute dtype (default: the checkpoint's)")
-  parser.add_argument("--mesh", default="data=1",
-                      help="mesh shape, e.g. 'fsdp=8' or 'data=2,tensor=4' (-1 fills the rest)")
-  parser.add_argument("--vocab_columns", type=int, default=None,
-                      help="vocabulary columns the log-softmax runs over (default: the data "
-                           "tokenizer's size, the tokens teacher and student share)")
-  parser.add_argument("--logprob_dtype", default="float16", choices=["float16", "float32"],
-                      help="stored top-k log-prob dtype (the tail is always float32)")
-  parser.add_argument("--tokenizer", default=None, metavar="HF_DIR",
-                      help="the teacher's tokenizer, when --teacher holds no tokenizer.json")
+  parser.add_argument(
+      "--batch_size", type=int, default=8, help="packed rows per step (per process)"
+  )
+  parser.add_argument(
+      "--max_length",
+      type=int,
+      default=None,
+      help="row length in tokens; longer documents are cut (default: the data's)",
+  )
+  parser.add_argument(
+      "--dtype",
+      default=None,
+      choices=["float32", "bfloat16"],
+      help="teacher parameter/compute dtype (default: the checkpoint's)",
+  )
+  parser.add_argument(
+      "--mesh",
+      default="data=1",
+      help="mesh shape, e.g. 'fsdp=8' or 'data=2,tensor=4' (-1 fills the rest)",
+  )
+  parser.add_argument(
+      "--vocab_columns",
+      type=int,
+      default=None,
+      help="vocabulary columns the log-softmax runs over (default: the data "
+      "tokenizer's size, the tokens teacher and student share)",
+  )
+  parser.add_argument(
+      "--logprob_dtype",
+      default="float16",
+      choices=["float16", "float32"],
+      help="stored top-k log-prob dtype (the tail is always float32)",
+  )
+  parser.add_argument(
+      "--tokenizer",
+      default=None,
+      metavar="HF_DIR",
+      help="the teacher's tokenizer, when --teacher holds no tokenizer.json",
+  )
   parser.add_argument("--unit_size", type=int, default=1024, help="records per work unit")
-  parser.add_argument("--chunk", type=int, default=128,
-                      help="positions per row unembedded at once ([batch, chunk, V] float32)")
-  parser.add_argument("--coordinator", default=None, metavar="HOST:PORT",
-                      help="multi-process: the jax.distributed coordinator, or 'auto'")
+  parser.add_argument(
+      "--chunk",
+      type=int,
+      default=128,
+      help="positions per row unembedded at once ([batch, chunk, V] float32)",
+  )
+  parser.add_argument(
+      "--coordinator",
+      default=None,
+      metavar="HOST:PORT",
+      help="multi-process: the jax.distributed coordinator, or 'auto'",
+  )
   parser.add_argument("--num_processes", type=int, default=None)
   parser.add_argument("--process_id", type=int, default=None)
   # Tests: SIGKILL this process halfway through the unit after N finished ones.
@@ -77,6 +118,7 @@ def _fail(message: str) -> int:
 
 def run(args: argparse.Namespace) -> int:
   from distil_jax.data import shards, teacher_store
+
   for name in ("top_k", "batch_size", "unit_size", "chunk"):
     if getattr(args, name) < 1:
       return _fail(f"--{name} must be >= 1, got {getattr(args, name)}")
@@ -86,10 +128,13 @@ def run(args: argparse.Namespace) -> int:
   except (FileNotFoundError, ValueError) as e:
     return _fail(str(e))
   from distil_jax.commands.train import maybe_initialize_distributed
+
   maybe_initialize_distributed(args)
   from distil_jax.multihost import fail_fast
+
   with fail_fast("distil-jax teacher-logits"):
     from distil_jax.hf.safetensors_io import CheckpointError
+
     try:
       return _run(args, data_manifest, settings)
     except (teacher_store.StoreError, CheckpointError, UsageError) as e:
@@ -100,19 +145,23 @@ def _settings(args, data_manifest: dict) -> dict:
   """What the store depends on; a resumed run must match it. Refuses a foreign tokenizer."""
   from distil_jax.data import shards
   from distil_jax.tokenizer import load_tokenizer, tokenizer_fingerprint
+
   teacher = Path(args.teacher)
   if not teacher.exists():
     raise FileNotFoundError(f"--teacher {teacher}: no such directory")
   tok_dir = Path(args.tokenizer) if args.tokenizer else teacher
   if not (tok_dir / "tokenizer.json").is_file():
-    raise FileNotFoundError(f"{tok_dir}: no tokenizer.json; pass --tokenizer with the teacher's "
-                            "tokenizer directory")
+    raise FileNotFoundError(
+        f"{tok_dir}: no tokenizer.json; pass --tokenizer with the teacher's " "tokenizer directory"
+    )
   data_tok = data_manifest["tokenizer"]
   fingerprint = tokenizer_fingerprint(load_tokenizer(tok_dir))
   if fingerprint != data_tok["fingerprint"]:
-    raise ValueError(f"the teacher's tokenizer ({tok_dir / 'tokenizer.json'}, fingerprint "
-                     f"{fingerprint[:16]}) is not the data's ({args.data}, tokenizer "
-                     f"{data_tok['id']}, fingerprint {data_tok['fingerprint'][:16]})")
+    raise ValueError(
+        f"the teacher's tokenizer ({tok_dir / 'tokenizer.json'}, fingerprint "
+        f"{fingerprint[:16]}) is not the data's ({args.data}, tokenizer "
+        f"{data_tok['id']}, fingerprint {data_tok['fingerprint'][:16]})"
+    )
   vocab_columns = args.vocab_columns or int(data_tok["vocab_size"])
   if not 0 < args.top_k < vocab_columns:
     raise ValueError(f"--top_k {args.top_k} must be in [1, {vocab_columns}) (the vocab columns)")
@@ -122,8 +171,10 @@ def _settings(args, data_manifest: dict) -> dict:
   config_path = teacher / "config.json"
   config = json.loads(config_path.read_text()) if config_path.is_file() else {}
   if config.get("vocab_size", vocab_columns) < vocab_columns:
-    raise ValueError(f"{config_path}: the teacher has {config['vocab_size']} vocabulary rows, "
-                     f"fewer than the {vocab_columns} vocab columns")
+    raise ValueError(
+        f"{config_path}: the teacher has {config['vocab_size']} vocabulary rows, "
+        f"fewer than the {vocab_columns} vocab columns"
+    )
   manifest_bytes = (Path(args.data) / shards.MANIFEST).read_bytes()
   return {
       "top_k": args.top_k,
@@ -132,21 +183,36 @@ def _settings(args, data_manifest: dict) -> dict:
       "vocab_columns": vocab_columns,
       "max_length": max_length,
       "unit_size": args.unit_size,
-      "teacher": {"path": str(teacher.resolve()), "dtype": args.dtype,
-                  "config": {k: config[k] for k in ("model_type", "vocab_size", "hidden_size",
-                                                   "num_hidden_layers", "num_attention_heads",
-                                                   "num_key_value_heads", "torch_dtype")
-                             if k in config}},
+      "teacher": {
+          "path": str(teacher.resolve()),
+          "dtype": args.dtype,
+          "config": {
+              k: config[k]
+              for k in (
+                  "model_type",
+                  "vocab_size",
+                  "hidden_size",
+                  "num_hidden_layers",
+                  "num_attention_heads",
+                  "num_key_value_heads",
+                  "torch_dtype",
+              )
+              if k in config
+          },
+      },
       "tokenizer": {"fingerprint": fingerprint, "data_id": data_tok["id"]},
-      "data": {"path": str(Path(args.data).resolve()),
-               "manifest_sha256": hashlib.sha256(manifest_bytes).hexdigest(),
-               "examples": int(data_manifest["counts"]["examples"])},
+      "data": {
+          "path": str(Path(args.data).resolve()),
+          "manifest_sha256": hashlib.sha256(manifest_bytes).hexdigest(),
+          "examples": int(data_manifest["counts"]["examples"]),
+      },
   }
 
 
 def open_teacher(path: str, mesh, dtype):
   """The one place the teacher is opened: a HF directory, a model checkpoint or a run."""
   from distil_jax.loading import open_model
+
   return open_model(path, mesh=mesh, dtype=dtype)
 
 
@@ -169,7 +235,8 @@ def _run(args, data_manifest: dict, settings: dict) -> int:
   if _total(len(mine)):  # a rerun of a finished store only writes the manifest
     runner = _Runner(_open_on_mesh(args, settings), args, settings)
   source = grain.sources.ArrayRecordDataSource(
-      [str(Path(args.data) / s["path"]) for s in data_manifest["shards"] if s["examples"]])
+      [str(Path(args.data) / s["path"]) for s in data_manifest["shards"] if s["examples"]]
+  )
   started = time.perf_counter()
   for done, u in enumerate(mine):
     start, end = units[u]
@@ -185,16 +252,21 @@ def _run(args, data_manifest: dict, settings: dict) -> int:
   seconds = time.perf_counter() - started
   sync_processes("teacher-logits-units-done")
   tokens = _total(runner.tokens if runner else 0)
-  summary = {"units_computed_per_process": _each(len(mine)), "teacher_tokens": tokens,
-             "teacher_tokens_per_s": round(tokens / max(seconds, 1e-9), 1),
-             "teacher_tokens_per_s_after_first_step": runner.steady_rate() if runner else None,
-             "seconds": round(seconds, 2)}
+  summary = {
+      "units_computed_per_process": _each(len(mine)),
+      "teacher_tokens": tokens,
+      "teacher_tokens_per_s": round(tokens / max(seconds, 1e-9), 1),
+      "teacher_tokens_per_s_after_first_step": runner.steady_rate() if runner else None,
+      "seconds": round(seconds, 2),
+  }
   if me == 0:
     manifest = teacher_store.finish_store(store_dir, len(units))
-    summary.update(stored_positions=manifest["counts"]["stored_positions"],
-                   bytes_per_stored_token=manifest["bytes_per_stored_token"],
-                   payload_bytes_per_stored_token=manifest["payload_bytes_per_stored_token"],
-                   output=str(store_dir))
+    summary.update(
+        stored_positions=manifest["counts"]["stored_positions"],
+        bytes_per_stored_token=manifest["bytes_per_stored_token"],
+        payload_bytes_per_stored_token=manifest["payload_bytes_per_stored_token"],
+        output=str(store_dir),
+    )
     print(json.dumps(summary))
   sync_processes("teacher-logits-manifest")
   return 0
@@ -203,9 +275,11 @@ def _run(args, data_manifest: dict, settings: dict) -> int:
 def _each(value: int) -> list[int]:
   """`value` of every process, in process order."""
   import jax
+
   if jax.process_count() == 1:
     return [value]
   from jax.experimental import multihost_utils
+
   return [int(v) for v in multihost_utils.process_allgather(np.array(value, np.int64))]
 
 
@@ -219,14 +293,17 @@ def _open_on_mesh(args, settings):
   from distil_jax.data.teacher_store import StoreError
   from distil_jax.model.config import parse_dtype
   from distil_jax.sharding import make_mesh
+
   mesh_cfg = parse_mesh(args.mesh)
   sizes = (mesh_cfg.data, mesh_cfg.fsdp, mesh_cfg.tensor)
-  devices = jax.devices() if -1 in sizes else jax.devices()[:abs(int(np.prod(sizes)))]
+  devices = jax.devices() if -1 in sizes else jax.devices()[: abs(int(np.prod(sizes)))]
   mesh = make_mesh(mesh_cfg, devices=devices)
   model = open_teacher(args.teacher, mesh, parse_dtype(args.dtype) if args.dtype else None)
   if model.cfg.vocab_size < settings["vocab_columns"]:
-    raise StoreError(f"{args.teacher}: the teacher has {model.cfg.vocab_size} vocabulary rows, "
-                     f"fewer than the {settings['vocab_columns']} vocab columns asked for")
+    raise StoreError(
+        f"{args.teacher}: the teacher has {model.cfg.vocab_size} vocabulary rows, "
+        f"fewer than the {settings['vocab_columns']} vocab columns asked for"
+    )
   return model, mesh
 
 
@@ -235,6 +312,7 @@ class _Runner:
 
   def __init__(self, model_and_mesh, args, settings):
     from flax import nnx
+
     model, mesh = model_and_mesh
     self.graphdef, self.params = nnx.split(model)
     self.mesh = mesh
@@ -248,6 +326,7 @@ class _Runner:
   def records(self, source, start: int, end: int):
     """Store records of `[start, end)`, in order."""
     from distil_jax.data import shards
+
     rows: list[list] = []  # each row: [(index, example_id, ids, mask, offset)]
     fill = self.length
     for index in range(start, end):
@@ -266,6 +345,7 @@ class _Runner:
 
   def _step(self, rows):
     from distil_jax.data import teacher_store
+
     B, L = self.rows, self.length
     ids_BxL = np.zeros((B, L), np.int32)
     pos_BxL = np.zeros((B, L), np.int32)
@@ -274,9 +354,9 @@ class _Runner:
     for r, docs in enumerate(rows):
       for s, (_, _, ids, mask, offset) in enumerate(docs, start=1):
         n = min(len(ids), L)
-        ids_BxL[r, offset:offset + n] = ids[:n]
-        pos_BxL[r, offset:offset + n] = np.arange(n)
-        seg_BxL[r, offset:offset + n] = s
+        ids_BxL[r, offset : offset + n] = ids[:n]
+        pos_BxL[r, offset : offset + n] = np.arange(n)
+        seg_BxL[r, offset : offset + n] = s
         targets.append((r, offset, teacher_store.target_positions(mask, L)))
     per_row = np.zeros(B, np.int64)
     for r, _, t in targets:
@@ -286,7 +366,7 @@ class _Runner:
     fill = np.zeros(B, np.int64)
     where = []
     for r, offset, t in targets:
-      gather_BxP[r, fill[r]:fill[r] + len(t)] = offset + t
+      gather_BxP[r, fill[r] : fill[r] + len(t)] = offset + t
       where.append((r, fill[r], fill[r] + len(t)))
       fill[r] += len(t)
     t0 = time.perf_counter()
@@ -297,9 +377,15 @@ class _Runner:
     docs = [d for row in rows for d in row]
     for (index, example_id, doc_ids, _, _), (r, a, b), (_, _, t) in zip(docs, where, targets):
       yield teacher_store.StoreRecord(
-          example_id=example_id, index=index, sha256=teacher_store.token_hash(doc_ids),
-          num_tokens=len(doc_ids), positions=t, topk_ids=ids[r, a:b],
-          topk_logprobs=logprobs[r, a:b].astype(self.logprob_dtype), tail=tail[r, a:b])
+          example_id=example_id,
+          index=index,
+          sha256=teacher_store.token_hash(doc_ids),
+          num_tokens=len(doc_ids),
+          positions=t,
+          topk_ids=ids[r, a:b],
+          topk_logprobs=logprobs[r, a:b].astype(self.logprob_dtype),
+          tail=tail[r, a:b],
+      )
 
   def _bucket(self, needed: int) -> int:
     """Slots per row: `chunk` times a power of two, at most the row length (few compiles)."""
@@ -312,18 +398,22 @@ class _Runner:
   def _agree(self, needed: int) -> int:
     """Every process must run the same shapes: the largest need of all of them."""
     import jax
+
     if jax.process_count() == 1:
       return needed
     from jax.experimental import multihost_utils
+
     return int(np.max(multihost_utils.process_allgather(np.array([1, needed], np.int32))[:, 1]))
 
   def drain_peers(self) -> None:
     """Multi-process: keep stepping on empty rows while another process still has work (the
     jitted step is one program over every process's devices)."""
     import jax
+
     if jax.process_count() == 1:
       return
     from jax.experimental import multihost_utils
+
     while True:
       flags = multihost_utils.process_allgather(np.array([0, 0], np.int32))
       if not flags[:, 0].any():
@@ -338,6 +428,7 @@ class _Runner:
     from jax.sharding import NamedSharding, PartitionSpec
     from distil_jax.sharding import logical_to_spec, use_mesh
     from distil_jax.train.teacher_topk import jitted_topk
+
     n = jax.process_count()
     B = ids_BxL.shape[0] * n  # the global batch: every process's rows
     spec = logical_to_spec(("batch", None), shape=(B, 1), mesh=self.mesh)
@@ -346,18 +437,33 @@ class _Runner:
       put = lambda x: jax.device_put(x, sharding)  # noqa: E731
     else:
       if spec == PartitionSpec(None, None) and B > ids_BxL.shape[0]:
-        raise UsageError(f"{B} rows (--batch_size x processes) do not divide over the mesh's "
-                         f"data axes {dict(self.mesh.shape)}")
+        raise UsageError(
+            f"{B} rows (--batch_size x processes) do not divide over the mesh's "
+            f"data axes {dict(self.mesh.shape)}"
+        )
       put = lambda x: jax.make_array_from_process_local_data(sharding, x)  # noqa: E731
     with use_mesh(self.mesh):
-      out = jitted_topk(self.graphdef, self.params, put(ids_BxL), put(pos_BxL), put(seg_BxL),
-                        put(gather_BxP), k=self.k, vocab_columns=self.vocab_columns,
-                        chunk=self.chunk)
+      out = jitted_topk(
+          self.graphdef,
+          self.params,
+          put(ids_BxL),
+          put(pos_BxL),
+          put(seg_BxL),
+          put(gather_BxP),
+          k=self.k,
+          vocab_columns=self.vocab_columns,
+          chunk=self.chunk,
+      )
     if n == 1:
       return tuple(np.asarray(x) for x in out)
     from jax.experimental import multihost_utils
-    return tuple(np.asarray(x) for x in multihost_utils.global_array_to_host_local_array(
-        out, self.mesh, tuple(PartitionSpec(*spec, *([None] * (x.ndim - 2))) for x in out)))
+
+    return tuple(
+        np.asarray(x)
+        for x in multihost_utils.global_array_to_host_local_array(
+            out, self.mesh, tuple(PartitionSpec(*spec, *([None] * (x.ndim - 2))) for x in out)
+        )
+    )
 
   def steady_rate(self) -> float | None:
     later = self._step_times[1:]

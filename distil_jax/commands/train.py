@@ -3,6 +3,7 @@
 Runs again in the same workdir to resume from its latest checkpoint. Exit code 0 when the run
 finished or was stopped by SIGTERM/SIGINT after saving; 1 when a loss went non-finite.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -15,17 +16,37 @@ ACCEPTS_OVERRIDES = True  # --config.<key>=<value>, checked against the locked c
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-  parser.add_argument("--config", required=True, metavar="FILE[:ARG]",
-                      help="an ml-collections config file, e.g. configs/sft/tiny.py")
-  parser.add_argument("--workdir", required=True, metavar="DIR",
-                      help="checkpoints, metrics.jsonl and TensorBoard events go here")
-  parser.add_argument("--export", default=None, metavar="HF_DIR",
-                      help="after training, write the student as a Hugging Face directory")
-  parser.add_argument("--tokenizer", default=None, metavar="HF_DIR",
-                      help="tokenizer files for --export (default: the offline Qwen2.5 one)")
-  parser.add_argument("--coordinator", default=None, metavar="HOST:PORT",
-                      help="multi-process: the jax.distributed coordinator HOST:PORT, or "
-                           "'auto' on TPU pods and Slurm/Open MPI clusters (JAX finds its peers)")
+  parser.add_argument(
+      "--config",
+      required=True,
+      metavar="FILE[:ARG]",
+      help="an ml-collections config file, e.g. configs/sft/tiny.py",
+  )
+  parser.add_argument(
+      "--workdir",
+      required=True,
+      metavar="DIR",
+      help="checkpoints, metrics.jsonl and TensorBoard events go here",
+  )
+  parser.add_argument(
+      "--export",
+      default=None,
+      metavar="HF_DIR",
+      help="after training, write the student as a Hugging Face directory",
+  )
+  parser.add_argument(
+      "--tokenizer",
+      default=None,
+      metavar="HF_DIR",
+      help="tokenizer files for --export (default: the offline Qwen2.5 one)",
+  )
+  parser.add_argument(
+      "--coordinator",
+      default=None,
+      metavar="HOST:PORT",
+      help="multi-process: the jax.distributed coordinator HOST:PORT, or "
+      "'auto' on TPU pods and Slurm/Open MPI clusters (JAX finds its peers)",
+  )
   parser.add_argument("--num_processes", type=int, default=None)
   parser.add_argument("--process_id", type=int, default=None)
   parser.add_argument("--no_progress", action="store_true", help="no progress bar")
@@ -33,11 +54,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def maybe_initialize_distributed(args) -> None:
   import jax
+
   if args.coordinator == "auto":
     jax.distributed.initialize()
   elif args.coordinator:
-    jax.distributed.initialize(args.coordinator, num_processes=args.num_processes,
-                               process_id=args.process_id)
+    jax.distributed.initialize(
+        args.coordinator, num_processes=args.num_processes, process_id=args.process_id
+    )
 
 
 def _write_atomically(path: str, text: str) -> None:
@@ -51,12 +74,14 @@ def _bind_to_data(cfg):
   tokenizer's real tokens), and a refusal of a teacher whose tokenizer is not the data's."""
   import dataclasses
   from distil_jax.data import read_manifest
+
   tokenizer = read_manifest(cfg.data.path).get("tokenizer") or {}
   for name, frozen in cfg.frozen.items():
     _check_tokenizer(name, frozen.path, cfg.data.path, tokenizer)
   if getattr(cfg.loss, "vocab_columns", None) == 0 and tokenizer.get("vocab_size"):
-    cfg = dataclasses.replace(cfg, loss=dataclasses.replace(
-        cfg.loss, vocab_columns=int(tokenizer["vocab_size"])))
+    cfg = dataclasses.replace(
+        cfg, loss=dataclasses.replace(cfg.loss, vocab_columns=int(tokenizer["vocab_size"]))
+    )
   return cfg
 
 
@@ -64,17 +89,20 @@ def _check_tokenizer(name: str, model_path: str, data_path: str, data_tokenizer:
   if not model_path or not os.path.isfile(os.path.join(model_path, "tokenizer.json")):
     return  # a converted checkpoint or a run carries no tokenizer of its own
   from distil_jax.tokenizer import load_tokenizer, tokenizer_fingerprint
+
   theirs = tokenizer_fingerprint(load_tokenizer(model_path))
   ours = data_tokenizer.get("fingerprint")
   if ours and theirs != ours:
     raise ValueError(
         f"the {name} at {model_path} has another tokenizer than the data at {data_path} "
         f"(tokenizer fingerprints {theirs[:12]} vs {ours[:12]}, the data's from "
-        f"{data_tokenizer.get('id')!r}): distillation needs one shared tokenizer")
+        f"{data_tokenizer.get('id')!r}): distillation needs one shared tokenizer"
+    )
 
 
 def run(args: argparse.Namespace) -> int:
   from distil_jax.train.config import from_config_dict, load_config
+
   try:
     config_dict = load_config(args.config, args.overrides)
     cfg = from_config_dict(config_dict)
@@ -83,6 +111,7 @@ def run(args: argparse.Namespace) -> int:
     return 2
   maybe_initialize_distributed(args)
   from distil_jax.multihost import fail_fast
+
   with fail_fast("distil-jax train"):  # one process failing stops all, naming it and why
     return _train(args, cfg, config_dict)
 
@@ -101,8 +130,11 @@ def check_export_dir(path: str) -> None:
 
 def check_data_dir(path: str) -> None:
   from distil_jax.data import shards
+
   if not path:
-    raise ValueError("data.path is empty; pass --config.data.path=<a directory written by distil-jax prepare>")
+    raise ValueError(
+        "data.path is empty; pass --config.data.path=<a directory written by distil-jax prepare>"
+    )
   shards.verify_shards(path, shards.read_manifest(path), checksums=True)
 
 
@@ -126,8 +158,10 @@ def _train(args, cfg, config_dict) -> int:
       check_data_dir(cfg.data.path)
       cfg = _bind_to_data(cfg)  # KD: the shared vocabulary; a teacher with another tokenizer
     elif not cfg.data.path:
-      raise ValueError("data.path is empty; pass --config.data.path=<a directory written by "
-                       "distil-jax prepare-pairs>")
+      raise ValueError(
+          "data.path is empty; pass --config.data.path=<a directory written by "
+          "distil-jax prepare-pairs>"
+      )
     if args.export:
       check_export_dir(args.export)
   except (OSError, ValueError) as e:
@@ -135,21 +169,28 @@ def _train(args, cfg, config_dict) -> int:
       raise  # fail_fast: `process N failed: <this message>` on every process
     return _error(e)
   if cfg.data.batch_size % jax.process_count():
-    print(f"distil-jax train: config error: data.batch_size={cfg.data.batch_size} does not "
-          f"divide over {jax.process_count()} processes", file=sys.stderr)
+    print(
+        f"distil-jax train: config error: data.batch_size={cfg.data.batch_size} does not "
+        f"divide over {jax.process_count()} processes",
+        file=sys.stderr,
+    )
     return 2
   os.makedirs(args.workdir, exist_ok=True)
   lock = wd.WorkdirLock(args.workdir) if jax.process_index() == 0 else contextlib.nullcontext()
   try:
     with lock:
       if getattr(lock, "took_over", ""):
-        print(f"distil-jax train: taking over the workdir lock of a process that is gone ({lock.took_over})",
-              file=sys.stderr)
+        print(
+            f"distil-jax train: taking over the workdir lock of a process that is gone ({lock.took_over})",
+            file=sys.stderr,
+        )
       wd.check_resume(args.workdir, cfg.model, checkpoints.CONFIG_FILE)
       if jax.process_index() == 0:
         _write_atomically(os.path.join(args.workdir, "config.json"), config_dict.to_json(indent=2))
-        _write_atomically(os.path.join(args.workdir, checkpoints.CONFIG_FILE),  # lets `export` read the run
-                          json.dumps(checkpoints.config_to_json(cfg.model), indent=2))
+        _write_atomically(
+            os.path.join(args.workdir, checkpoints.CONFIG_FILE),  # lets `export` read the run
+            json.dumps(checkpoints.config_to_json(cfg.model), indent=2),
+        )
       return _train_locked(args, cfg, make_iterator, train)
   except (wd.WorkdirError, CheckpointUnreadable) as e:
     if jax.process_count() > 1:
@@ -162,11 +203,11 @@ def _train(args, cfg, config_dict) -> int:
 
 def _train_locked(args, cfg, make_iterator, train) -> int:
   import jax
+
   make_batches = getattr(cfg.loss, "batches", None)  # a loss with its own data (DPO pairs)
   if make_batches is not None:
     try:
-      batches = make_batches(cfg, shard_index=jax.process_index(),
-                             shard_count=jax.process_count())
+      batches = make_batches(cfg, shard_index=jax.process_index(), shard_count=jax.process_count())
     except (ValueError, FileNotFoundError) as e:
       if jax.process_count() > 1:
         raise
@@ -174,20 +215,31 @@ def _train_locked(args, cfg, make_iterator, train) -> int:
   else:
     extra = {"teacher_store": cfg.data.teacher_store} if cfg.data.teacher_store else {}
     batches = make_iterator(
-        cfg.data.path, seq_len=cfg.data.seq_len, **extra,
-        batch_size=cfg.data.batch_size // jax.process_count(), seed=cfg.data.seed,
-        shard_index=jax.process_index(), shard_count=jax.process_count(),
+        cfg.data.path,
+        seq_len=cfg.data.seq_len,
+        **extra,
+        batch_size=cfg.data.batch_size // jax.process_count(),
+        seed=cfg.data.seed,
+        shard_index=jax.process_index(),
+        shard_count=jax.process_count(),
         max_documents_per_row=cfg.model.max_segments_per_row or None,
-        num_epochs=cfg.data.num_epochs or None, worker_count=cfg.data.worker_count)
+        num_epochs=cfg.data.num_epochs or None,
+        worker_count=cfg.data.worker_count,
+    )
   result = train(cfg, args.workdir, batches, progress=not args.no_progress)
-  summary = {"step": result.step, "preempted": result.preempted,
-             "data_exhausted": result.data_exhausted, **result.last_metrics}
+  summary = {
+      "step": result.step,
+      "preempted": result.preempted,
+      "data_exhausted": result.data_exhausted,
+      **result.last_metrics,
+  }
   if jax.process_index() == 0:
     print(json.dumps(summary))
   if args.export and not result.preempted:
     from flax import nnx
     from distil_jax.hf import save_pretrained
     from distil_jax.tokenizer import load_tokenizer
+
     model = nnx.merge(result.graphdef, result.state.params)
     tokenizer = load_tokenizer(args.tokenizer) if args.tokenizer else None
     save_pretrained(model, args.export, tokenizer=tokenizer)

@@ -12,6 +12,7 @@ Public API (resolved lazily, so `prepare` never imports grain and nothing here i
   `[batch_size, seq_len, K]` and `topk_tail` (see `teacher_join`).
 - `ChatEncoder(tokenizer).encode(conversations) -> [(ids, assistant_mask)]`.
 """
+
 from __future__ import annotations
 
 import importlib
@@ -27,9 +28,9 @@ _LAZY = {
 
 
 def __getattr__(name: str):
-    if name in _LAZY:
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'distil_jax.data' has no attribute {name!r}")
+  if name in _LAZY:
+    return getattr(importlib.import_module(_LAZY[name]), name)
+  raise AttributeError(f"module 'distil_jax.data' has no attribute {name!r}")
 
 
 __all__ = list(_LAZY)

@@ -12,6 +12,7 @@ Bad records (see `formats`) are skipped and counted with their first few locatio
 (`file:N`, N = 1-based line of a JSONL file or 1-based record of an ArrayRecord file), or,
 with `strict=True`, stop the run with a `PrepareError` naming file and line.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -35,179 +36,214 @@ _ENCODE_BATCH = 256
 
 
 class PrepareError(ValueError):
-    """A bad record under `strict`, or unusable arguments; the message names file and line."""
+  """A bad record under `strict`, or unusable arguments; the message names file and line."""
 
 
-def prepare_dataset(inputs: Sequence[str | os.PathLike], output: str | os.PathLike, *,
-                    tokenizer=None, max_length: int = 2048,
-                    overlong: str = "truncate", strict: bool = False, shard_size: int = 10_000,
-                    overwrite: bool = False) -> dict:
-    """Tokenizes `inputs` (`*.jsonl` or `*.array_record`) into `output`; returns the manifest.
+def prepare_dataset(
+    inputs: Sequence[str | os.PathLike],
+    output: str | os.PathLike,
+    *,
+    tokenizer=None,
+    max_length: int = 2048,
+    overlong: str = "truncate",
+    strict: bool = False,
+    shard_size: int = 10_000,
+    overwrite: bool = False,
+) -> dict:
+  """Tokenizes `inputs` (`*.jsonl` or `*.array_record`) into `output`; returns the manifest.
 
-    `tokenizer`: a HF tokenizer directory, an already loaded tokenizer, or None for the offline
-    Qwen2.5 one; the manifest records its `name_or_path` and a fingerprint of its vocabulary.
-    """
-    if overlong not in OVERLONG_POLICIES:
-        raise PrepareError(f"overlong must be one of {OVERLONG_POLICIES}, got {overlong!r}")
-    if max_length < 2:
-        raise PrepareError(f"max_length must be >= 2, got {max_length}")
-    inputs = [Path(p) for p in inputs]
-    for path in inputs:
-        if not path.is_file():
-            raise PrepareError(f"{path}: no such input file")
-    output = Path(output)
-    if output.exists() and any(output.iterdir()) and not overwrite:
-        raise PrepareError(f"{output} exists and is not empty (pass overwrite=True / --overwrite)")
+  `tokenizer`: a HF tokenizer directory, an already loaded tokenizer, or None for the offline
+  Qwen2.5 one; the manifest records its `name_or_path` and a fingerprint of its vocabulary.
+  """
+  if overlong not in OVERLONG_POLICIES:
+    raise PrepareError(f"overlong must be one of {OVERLONG_POLICIES}, got {overlong!r}")
+  if max_length < 2:
+    raise PrepareError(f"max_length must be >= 2, got {max_length}")
+  inputs = [Path(p) for p in inputs]
+  for path in inputs:
+    if not path.is_file():
+      raise PrepareError(f"{path}: no such input file")
+  output = Path(output)
+  if output.exists() and any(output.iterdir()) and not overwrite:
+    raise PrepareError(f"{output} exists and is not empty (pass overwrite=True / --overwrite)")
 
-    if tokenizer is None or isinstance(tokenizer, (str, os.PathLike)):
-        tokenizer = tokenizer_lib.load_tokenizer(tokenizer)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    temporaries.remove_abandoned(str(output), hidden=True)  # left by a killed prepare
-    tmp = Path(temporaries.temporary_name(str(output), hidden=True))
-    tmp.mkdir()
-    _chmod_like_mkdir(tmp)
-    try:
-        manifest = _Run(tokenizer, tmp, max_length, overlong, strict, shard_size).run(inputs)
-        if not manifest["counts"]["examples"]:
-            reasons = ", ".join(f"{n['count']} {r} (first at {n['first'][0]})" for r, n in manifest["skipped"].items())
-            raise PrepareError(f"no usable examples in {', '.join(map(str, inputs))}: "
-                               f"{manifest['counts']['records_read']} records read"
-                               + (f", skipped {reasons}" if reasons else "") + f"; {output} not written")
-        manifest["tokenizer"] = {
-            "id": tokenizer.name_or_path,
-            "fingerprint": tokenizer_lib.tokenizer_fingerprint(tokenizer),
-            "vocab_size": len(tokenizer),
-        }
-        _write_json_atomically(tmp / shards.MANIFEST, manifest)
-        _replace_dir(tmp, output)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return manifest
+  if tokenizer is None or isinstance(tokenizer, (str, os.PathLike)):
+    tokenizer = tokenizer_lib.load_tokenizer(tokenizer)
+  output.parent.mkdir(parents=True, exist_ok=True)
+  temporaries.remove_abandoned(str(output), hidden=True)  # left by a killed prepare
+  tmp = Path(temporaries.temporary_name(str(output), hidden=True))
+  tmp.mkdir()
+  _chmod_like_mkdir(tmp)
+  try:
+    manifest = _Run(tokenizer, tmp, max_length, overlong, strict, shard_size).run(inputs)
+    if not manifest["counts"]["examples"]:
+      reasons = ", ".join(
+          f"{n['count']} {r} (first at {n['first'][0]})" for r, n in manifest["skipped"].items()
+      )
+      raise PrepareError(
+          f"no usable examples in {', '.join(map(str, inputs))}: "
+          f"{manifest['counts']['records_read']} records read"
+          + (f", skipped {reasons}" if reasons else "")
+          + f"; {output} not written"
+      )
+    manifest["tokenizer"] = {
+        "id": tokenizer.name_or_path,
+        "fingerprint": tokenizer_lib.tokenizer_fingerprint(tokenizer),
+        "vocab_size": len(tokenizer),
+    }
+    _write_json_atomically(tmp / shards.MANIFEST, manifest)
+    _replace_dir(tmp, output)
+  finally:
+    shutil.rmtree(tmp, ignore_errors=True)
+  return manifest
 
 
 class _Run:
-    """One prepare run: counters, the encoder and the shard writer."""
+  """One prepare run: counters, the encoder and the shard writer."""
 
-    def __init__(self, tokenizer, directory: Path, max_length: int, overlong: str, strict: bool,
-                 shard_size: int):
-        self.encoder = ChatEncoder(tokenizer)
-        self.writer = shards.ShardWriter(directory, shard_size)
-        self.max_length, self.overlong, self.strict = max_length, overlong, strict
-        self.skipped: dict[str, dict] = {}
-        self.lengths: list[int] = []
-        self.assistant_targets = 0
-        self.truncated = 0
-        self.seen_ids: set[str] = set()
-        self.duplicate_ids = 0
+  def __init__(
+      self,
+      tokenizer,
+      directory: Path,
+      max_length: int,
+      overlong: str,
+      strict: bool,
+      shard_size: int,
+  ):
+    self.encoder = ChatEncoder(tokenizer)
+    self.writer = shards.ShardWriter(directory, shard_size)
+    self.max_length, self.overlong, self.strict = max_length, overlong, strict
+    self.skipped: dict[str, dict] = {}
+    self.lengths: list[int] = []
+    self.assistant_targets = 0
+    self.truncated = 0
+    self.seen_ids: set[str] = set()
+    self.duplicate_ids = 0
 
-    def run(self, inputs: list[Path]) -> dict:
-        started = time.time()
-        sources, records_read = [], 0
-        for path in inputs:
-            digest, kept_before, pending = hashlib.sha256(), len(self.lengths), []
-            for location, raw in _read_source(path, digest):
-                records_read += 1
-                try:
-                    record = formats.parse_line(raw)
-                    messages = formats.to_messages(record)
-                except formats.BadExample as e:
-                    self._skip(e.reason, location, e.detail)
-                    continue
-                pending.append((location, formats.example_id(record, messages), messages))
-                if len(pending) >= _ENCODE_BATCH:
-                    self._flush(pending)
-            self._flush(pending)
-            sources.append({"path": str(path.resolve()), "sha256": digest.hexdigest(),
-                            "bytes": path.stat().st_size,
-                            "examples": len(self.lengths) - kept_before})
-        self.writer.close()
-        return self._manifest(sources, records_read, time.time() - started)
+  def run(self, inputs: list[Path]) -> dict:
+    started = time.time()
+    sources, records_read = [], 0
+    for path in inputs:
+      digest, kept_before, pending = hashlib.sha256(), len(self.lengths), []
+      for location, raw in _read_source(path, digest):
+        records_read += 1
+        try:
+          record = formats.parse_line(raw)
+          messages = formats.to_messages(record)
+        except formats.BadExample as e:
+          self._skip(e.reason, location, e.detail)
+          continue
+        pending.append((location, formats.example_id(record, messages), messages))
+        if len(pending) >= _ENCODE_BATCH:
+          self._flush(pending)
+      self._flush(pending)
+      sources.append(
+          {
+              "path": str(path.resolve()),
+              "sha256": digest.hexdigest(),
+              "bytes": path.stat().st_size,
+              "examples": len(self.lengths) - kept_before,
+          }
+      )
+    self.writer.close()
+    return self._manifest(sources, records_read, time.time() - started)
 
-    def _flush(self, pending: list) -> None:
-        encoded = self.encoder.encode([messages for _, _, messages in pending])
-        for (location, example_id, _), (ids, mask) in zip(pending, encoded):
-            if ids.shape[0] > self.max_length:
-                if self.overlong == "drop":
-                    self._skip("overlong", location, f"{ids.shape[0]} tokens > {self.max_length}")
-                    continue
-                ids, mask = ids[:self.max_length], mask[:self.max_length]
-                if not mask[1:].any():
-                    self._skip("overlong_no_assistant_left", location,
-                               f"no assistant token within the first {self.max_length}")
-                    continue
-                self.truncated += 1
-            if example_id in self.seen_ids:
-                self.duplicate_ids += 1
-            self.seen_ids.add(example_id)
-            self.writer.write(shards.encode_record(example_id, ids, mask), int(ids.shape[0]))
-            self.lengths.append(int(ids.shape[0]))
-            self.assistant_targets += int(mask[1:].sum())  # the first token is never a target
-        pending.clear()
+  def _flush(self, pending: list) -> None:
+    encoded = self.encoder.encode([messages for _, _, messages in pending])
+    for (location, example_id, _), (ids, mask) in zip(pending, encoded):
+      if ids.shape[0] > self.max_length:
+        if self.overlong == "drop":
+          self._skip("overlong", location, f"{ids.shape[0]} tokens > {self.max_length}")
+          continue
+        ids, mask = ids[: self.max_length], mask[: self.max_length]
+        if not mask[1:].any():
+          self._skip(
+              "overlong_no_assistant_left",
+              location,
+              f"no assistant token within the first {self.max_length}",
+          )
+          continue
+        self.truncated += 1
+      if example_id in self.seen_ids:
+        self.duplicate_ids += 1
+      self.seen_ids.add(example_id)
+      self.writer.write(shards.encode_record(example_id, ids, mask), int(ids.shape[0]))
+      self.lengths.append(int(ids.shape[0]))
+      self.assistant_targets += int(mask[1:].sum())  # the first token is never a target
+    pending.clear()
 
-    def _skip(self, reason: str, location: str, detail: str) -> None:
-        if self.strict:
-            raise PrepareError(f"{location}: {reason}: {detail}")
-        entry = self.skipped.setdefault(reason, {"count": 0, "first": []})
-        entry["count"] += 1
-        if len(entry["first"]) < FIRST_LOCATIONS_KEPT:
-            entry["first"].append(location)
+  def _skip(self, reason: str, location: str, detail: str) -> None:
+    if self.strict:
+      raise PrepareError(f"{location}: {reason}: {detail}")
+    entry = self.skipped.setdefault(reason, {"count": 0, "first": []})
+    entry["count"] += 1
+    if len(entry["first"]) < FIRST_LOCATIONS_KEPT:
+      entry["first"].append(location)
 
-    def _manifest(self, sources: list, records_read: int, seconds: float) -> dict:
-        lengths = np.asarray(self.lengths or [0])
-        return {
-            "format": shards.MANIFEST_FORMAT,
-            "record_format": shards.RECORD_FORMAT,
-            "max_length": self.max_length,
-            "overlong": self.overlong,
-            "counts": {"records_read": records_read, "examples": len(self.lengths),
-                       "skipped": sum(e["count"] for e in self.skipped.values()),
-                       "truncated": self.truncated, "duplicate_ids": self.duplicate_ids},
-            "tokens": {"total": int(lengths.sum()) if self.lengths else 0,
-                       "assistant_targets": self.assistant_targets,
-                       "min": int(lengths.min()), "max": int(lengths.max()),
-                       "mean": round(float(lengths.mean()), 2),
-                       "p50": int(np.percentile(lengths, 50)), "p95": int(np.percentile(lengths, 95))},
-            "shards": self.writer.shards,
-            "sources": sources,
-            "skipped": self.skipped,
-            "seconds": round(seconds, 2),
-        }
+  def _manifest(self, sources: list, records_read: int, seconds: float) -> dict:
+    lengths = np.asarray(self.lengths or [0])
+    return {
+        "format": shards.MANIFEST_FORMAT,
+        "record_format": shards.RECORD_FORMAT,
+        "max_length": self.max_length,
+        "overlong": self.overlong,
+        "counts": {
+            "records_read": records_read,
+            "examples": len(self.lengths),
+            "skipped": sum(e["count"] for e in self.skipped.values()),
+            "truncated": self.truncated,
+            "duplicate_ids": self.duplicate_ids,
+        },
+        "tokens": {
+            "total": int(lengths.sum()) if self.lengths else 0,
+            "assistant_targets": self.assistant_targets,
+            "min": int(lengths.min()),
+            "max": int(lengths.max()),
+            "mean": round(float(lengths.mean()), 2),
+            "p50": int(np.percentile(lengths, 50)),
+            "p95": int(np.percentile(lengths, 95)),
+        },
+        "shards": self.writer.shards,
+        "sources": sources,
+        "skipped": self.skipped,
+        "seconds": round(seconds, 2),
+    }
 
 
 def _read_source(path: Path, digest) -> Iterator[tuple[str, bytes]]:
-    """(location, raw record bytes) for each non-blank JSONL line or ArrayRecord record."""
-    if path.name.endswith(shards.SHARD_SUFFIX):
-        digest.update(path.read_bytes())
-        for i, raw in enumerate(shards.read_records(path), start=1):
-            yield f"{path}:{i}", raw
-        return
-    with path.open("rb") as f:
-        for i, line in enumerate(f, start=1):
-            digest.update(line)
-            line = line.rstrip(b"\r\n")
-            if line.strip():
-                yield f"{path}:{i}", line
+  """(location, raw record bytes) for each non-blank JSONL line or ArrayRecord record."""
+  if path.name.endswith(shards.SHARD_SUFFIX):
+    digest.update(path.read_bytes())
+    for i, raw in enumerate(shards.read_records(path), start=1):
+      yield f"{path}:{i}", raw
+    return
+  with path.open("rb") as f:
+    for i, line in enumerate(f, start=1):
+      digest.update(line)
+      line = line.rstrip(b"\r\n")
+      if line.strip():
+        yield f"{path}:{i}", line
 
 
 def _write_json_atomically(path: Path, obj: dict) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(obj, indent=2, ensure_ascii=False) + "\n")
-    os.replace(tmp, path)
+  tmp = path.with_name(f".{path.name}.tmp")
+  tmp.write_text(json.dumps(obj, indent=2, ensure_ascii=False) + "\n")
+  os.replace(tmp, path)
 
 
 def _chmod_like_mkdir(path: Path) -> None:
-    """mkdtemp makes 0700 directories; the output should get the usual umask-derived mode."""
-    umask = os.umask(0)
-    os.umask(umask)
-    path.chmod(0o777 & ~umask)
+  """mkdtemp makes 0700 directories; the output should get the usual umask-derived mode."""
+  umask = os.umask(0)
+  os.umask(umask)
+  path.chmod(0o777 & ~umask)
 
 
 def _replace_dir(src: Path, dst: Path) -> None:
-    """Renames the finished `src` onto `dst`; an old `dst` is moved aside first, then deleted."""
-    old = None
-    if dst.exists():
-        old = dst.with_name(f".{dst.name}.old-{os.getpid()}")
-        os.rename(dst, old)
-    os.rename(src, dst)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
+  """Renames the finished `src` onto `dst`; an old `dst` is moved aside first, then deleted."""
+  old = None
+  if dst.exists():
+    old = dst.with_name(f".{dst.name}.old-{os.getpid()}")
+    os.rename(dst, old)
+  os.rename(src, dst)
+  if old is not None:
+    shutil.rmtree(old, ignore_errors=True)

@@ -11,6 +11,7 @@ Any failure is a ValueError naming the example id, the record index and the stor
 store from other data, or a wrong index, can never be joined silently (the reference toolkit
 indexed teacher logits by training step; here nothing is looked up by step).
 """
+
 from __future__ import annotations
 
 import os
@@ -23,75 +24,92 @@ from distil_jax.data.teacher_store import TeacherStore, token_hash
 
 
 class JoinTeacher(grain.transforms.Map):
-    """A batch -> the batch plus `topk_ids`, `topk_logprobs`, `topk_tail` aligned with
-    `target_ids`: row position p holds the teacher's distribution over `target_ids[p]`."""
+  """A batch -> the batch plus `topk_ids`, `topk_logprobs`, `topk_tail` aligned with
+  `target_ids`: row position p holds the teacher's distribution over `target_ids[p]`."""
 
-    def __init__(self, store_dir: str | os.PathLike, data_dir: str | os.PathLike,
-                 data_manifest: dict, data_paths: list[str]):
-        self._store = TeacherStore(store_dir)
-        self._data = grain.sources.ArrayRecordDataSource(data_paths)
-        manifest = self._store.manifest
-        if manifest["tokenizer"]["fingerprint"] != data_manifest["tokenizer"]["fingerprint"]:
-            raise ValueError(f"teacher store {store_dir} was computed with tokenizer "
-                             f"{manifest['tokenizer']['fingerprint'][:16]}, the data {data_dir} "
-                             f"with {data_manifest['tokenizer']['fingerprint'][:16]}")
-        if len(self._store) != len(self._data):
-            raise ValueError(f"teacher store {store_dir} holds {len(self._store)} examples, the "
-                             f"data {data_dir} {len(self._data)}: it was built from other data")
-        self.top_k = self._store.top_k
+  def __init__(
+      self,
+      store_dir: str | os.PathLike,
+      data_dir: str | os.PathLike,
+      data_manifest: dict,
+      data_paths: list[str],
+  ):
+    self._store = TeacherStore(store_dir)
+    self._data = grain.sources.ArrayRecordDataSource(data_paths)
+    manifest = self._store.manifest
+    if manifest["tokenizer"]["fingerprint"] != data_manifest["tokenizer"]["fingerprint"]:
+      raise ValueError(
+          f"teacher store {store_dir} was computed with tokenizer "
+          f"{manifest['tokenizer']['fingerprint'][:16]}, the data {data_dir} "
+          f"with {data_manifest['tokenizer']['fingerprint'][:16]}"
+      )
+    if len(self._store) != len(self._data):
+      raise ValueError(
+          f"teacher store {store_dir} holds {len(self._store)} examples, the "
+          f"data {data_dir} {len(self._data)}: it was built from other data"
+      )
+    self.top_k = self._store.top_k
 
-    def map(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        B, L = batch["input_ids"].shape
-        ids_BxLxK = np.zeros((B, L, self.top_k), np.int32)
-        logprobs_BxLxK = np.zeros((B, L, self.top_k), np.float32)
-        tail_BxL = np.zeros((B, L), np.float32)
-        for row in range(B):
-            for a, b in _documents(batch["segment_ids"][row]):
-                index = int(batch["example_index"][row, a])
-                rec, where = self._checked(batch, row, a, b, index)
-                ids_BxLxK[row, a + where[0]] = rec.topk_ids[where[1]]
-                logprobs_BxLxK[row, a + where[0]] = rec.topk_logprobs[where[1]]
-                tail_BxL[row, a + where[0]] = rec.tail[where[1]]
-        return {**batch, "topk_ids": ids_BxLxK, "topk_logprobs": logprobs_BxLxK,
-                "topk_tail": tail_BxL}
+  def map(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    B, L = batch["input_ids"].shape
+    ids_BxLxK = np.zeros((B, L, self.top_k), np.int32)
+    logprobs_BxLxK = np.zeros((B, L, self.top_k), np.float32)
+    tail_BxL = np.zeros((B, L), np.float32)
+    for row in range(B):
+      for a, b in _documents(batch["segment_ids"][row]):
+        index = int(batch["example_index"][row, a])
+        rec, where = self._checked(batch, row, a, b, index)
+        ids_BxLxK[row, a + where[0]] = rec.topk_ids[where[1]]
+        logprobs_BxLxK[row, a + where[0]] = rec.topk_logprobs[where[1]]
+        tail_BxL[row, a + where[0]] = rec.tail[where[1]]
+    return {**batch, "topk_ids": ids_BxLxK, "topk_logprobs": logprobs_BxLxK, "topk_tail": tail_BxL}
 
-    def _checked(self, batch, row: int, a: int, b: int, index: int):
-        """The store record of the document at `[a, b)` of `row`, and (row offsets, record rows)
-        of its trained positions; every check of the module docstring."""
-        if not np.all(batch["example_index"][row, a:b] == index):
-            raise ValueError(f"batch row {row} [{a}, {b}): one document carries several "
-                             "example indices (a packing bug)")
-        example_id, ids, _ = shards.decode_record(self._data[index])
-        if not np.array_equal(batch["input_ids"][row, a:b], ids[:b - a]):
-            raise ValueError(f"example {example_id!r} (record {index}): the packed row's tokens "
-                             "are not the data record's (a wrong example_index)")
-        rec = self._store[index]
-        path = self._store.path_of(index)
-        digest = token_hash(ids)
-        if rec.example_id != example_id:
-            raise ValueError(f"example {example_id!r} (record {index}): teacher store {path} holds "
-                             f"example {rec.example_id!r} at this index: it was built from other "
-                             "data")
-        if rec.sha256 != digest or rec.num_tokens != len(ids):
-            raise ValueError(f"example {example_id!r} (record {index}): teacher store {path} was "
-                             f"computed on other tokens ({rec.num_tokens} tokens, sha256 "
-                             f"{rec.sha256[:16]}; the data has {len(ids)}, {digest[:16]})")
-        trained = np.flatnonzero(batch["loss_mask"][row, a:b] > 0)
-        found = np.searchsorted(rec.positions, trained)
-        present = found < len(rec.positions)
-        present[present] = rec.positions[found[present]] == trained[present]
-        if not present.all():
-            missing = int(trained[~present][0])
-            raise ValueError(f"example {example_id!r} (record {index}): teacher store {path} "
-                             f"has no distribution at position {missing} (the store's "
-                             f"max_length is {self._store.manifest['max_length']})")
-        return rec, (trained, found)
+  def _checked(self, batch, row: int, a: int, b: int, index: int):
+    """The store record of the document at `[a, b)` of `row`, and (row offsets, record rows)
+    of its trained positions; every check of the module docstring."""
+    if not np.all(batch["example_index"][row, a:b] == index):
+      raise ValueError(
+          f"batch row {row} [{a}, {b}): one document carries several "
+          "example indices (a packing bug)"
+      )
+    example_id, ids, _ = shards.decode_record(self._data[index])
+    if not np.array_equal(batch["input_ids"][row, a:b], ids[: b - a]):
+      raise ValueError(
+          f"example {example_id!r} (record {index}): the packed row's tokens "
+          "are not the data record's (a wrong example_index)"
+      )
+    rec = self._store[index]
+    path = self._store.path_of(index)
+    digest = token_hash(ids)
+    if rec.example_id != example_id:
+      raise ValueError(
+          f"example {example_id!r} (record {index}): teacher store {path} holds "
+          f"example {rec.example_id!r} at this index: it was built from other "
+          "data"
+      )
+    if rec.sha256 != digest or rec.num_tokens != len(ids):
+      raise ValueError(
+          f"example {example_id!r} (record {index}): teacher store {path} was "
+          f"computed on other tokens ({rec.num_tokens} tokens, sha256 "
+          f"{rec.sha256[:16]}; the data has {len(ids)}, {digest[:16]})"
+      )
+    trained = np.flatnonzero(batch["loss_mask"][row, a:b] > 0)
+    found = np.searchsorted(rec.positions, trained)
+    present = found < len(rec.positions)
+    present[present] = rec.positions[found[present]] == trained[present]
+    if not present.all():
+      missing = int(trained[~present][0])
+      raise ValueError(
+          f"example {example_id!r} (record {index}): teacher store {path} "
+          f"has no distribution at position {missing} (the store's "
+          f"max_length is {self._store.manifest['max_length']})"
+      )
+    return rec, (trained, found)
 
 
 def _documents(segment_ids_L: np.ndarray) -> list[tuple[int, int]]:
-    """`[start, end)` of each run of one non-zero segment id in a row."""
-    change = np.flatnonzero(np.diff(segment_ids_L) != 0) + 1
-    starts = np.concatenate(([0], change))
-    ends = np.concatenate((change, [len(segment_ids_L)]))
-    return [(int(a), int(b)) for a, b in zip(starts, ends) if segment_ids_L[a] > 0]
-
+  """`[start, end)` of each run of one non-zero segment id in a row."""
+  change = np.flatnonzero(np.diff(segment_ids_L) != 0) + 1
+  starts = np.concatenate(([0], change))
+  ends = np.concatenate((change, [len(segment_ids_L)]))
+  return [(int(a), int(b)) for a, b in zip(starts, ends) if segment_ids_L[a] > 0]

@@ -6,6 +6,7 @@ fraction of prompts whose every instruction passes (`distil_jax.eval`'s prompt-l
 over the formatting prompts only, the ones that carry an instruction). The interval is the 2.5th
 and 97.5th percentile of the metric over `n_boot` resamples of the prompts with replacement.
 """
+
 from __future__ import annotations
 
 import json
@@ -37,21 +38,31 @@ def score_model(heldout: list[dict], eval_json: str, n_boot: int = 1000, seed: i
       answers[r["key"]] = r
   missing = [h["key"] for h in heldout if h["key"] not in answers]
   if missing:
-    raise ValueError(f"{eval_json}.ifeval.jsonl: no answer for {len(missing)} prompts, e.g. {missing[0]}")
+    raise ValueError(
+        f"{eval_json}.ifeval.jsonl: no answer for {len(missing)} prompts, e.g. {missing[0]}"
+    )
   rows = [answers[h["key"]] for h in heldout]
   correct = np.array([world.is_correct(h, r["response"]) for h, r in zip(heldout, rows)], float)
   fmt = [(r["strict"], r["loose"]) for h, r in zip(heldout, rows) if h["instruction_id_list"]]
   strict = np.array([all(s) for s, _ in fmt], float)
   loose = np.array([all(lo) for _, lo in fmt], float)
   words = np.array([len(r["response"].split()) for r in rows], float)
-  out = {"accuracy": _bootstrap(correct, n_boot, seed), "strict": _bootstrap(strict, n_boot, seed),
-         "loose": _bootstrap(loose, n_boot, seed), "words": _bootstrap(words, n_boot, seed)}
+  out = {
+      "accuracy": _bootstrap(correct, n_boot, seed),
+      "strict": _bootstrap(strict, n_boot, seed),
+      "loose": _bootstrap(loose, n_boot, seed),
+      "words": _bootstrap(words, n_boot, seed),
+  }
   ppl = result.get("perplexity", {}).get("perplexity")
-  out["perplexity"] = (float(ppl), float("nan"), float("nan")) if ppl is not None else (float("nan"),) * 3
+  out["perplexity"] = (
+      (float(ppl), float("nan"), float("nan")) if ppl is not None else (float("nan"),) * 3
+  )
   out["num_prompts"] = len(rows)
   out["num_format_prompts"] = len(fmt)
-  out["examples"] = [{"prompt": h["prompt"], "reference": h["content"], "answer": r["response"]}
-                     for h, r in list(zip(heldout, rows))[:3]]
+  out["examples"] = [
+      {"prompt": h["prompt"], "reference": h["content"], "answer": r["response"]}
+      for h, r in list(zip(heldout, rows))[:3]
+  ]
   return out
 
 
@@ -65,16 +76,20 @@ def _cell(v: tuple, pct: bool) -> str:
 
 
 def markdown(table: list[dict]) -> str:
-  lines = ["| model | train tokens | rule accuracy % | IFEval strict % | IFEval loose % | perplexity | answer words |",
-           "|---|---|---|---|---|---|---|"]
+  lines = [
+      "| model | train tokens | rule accuracy % | IFEval strict % | IFEval loose % | perplexity | answer words |",
+      "|---|---|---|---|---|---|---|",
+  ]
   for r in table:
     if r.get("skipped"):
       lines.append(f"| {r['name']} | - | not run: {r['skipped']} | | | | |")
       continue
     s = r["scores"]
-    lines.append(f"| {r['name']} | {r.get('train_tokens', '-')} | {_cell(s['accuracy'], True)} | "
-                 f"{_cell(s['strict'], True)} | {_cell(s['loose'], True)} | "
-                 f"{_cell(s['perplexity'], False)} | {_cell(s['words'], False)} |")
+    lines.append(
+        f"| {r['name']} | {r.get('train_tokens', '-')} | {_cell(s['accuracy'], True)} | "
+        f"{_cell(s['strict'], True)} | {_cell(s['loose'], True)} | "
+        f"{_cell(s['perplexity'], False)} | {_cell(s['words'], False)} |"
+    )
   return "\n".join(lines) + "\n"
 
 
@@ -93,8 +108,10 @@ def _loss_curve(metrics_path: str) -> tuple[list[int], list[float]]:
 def plot(path: str, runs: dict[str, str], table: list[dict]) -> None:
   """Loss curves of every training run (name -> metrics.jsonl) beside the table, one PNG."""
   import matplotlib
+
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
+
   fig, (ax, tab) = plt.subplots(2, 1, figsize=(11, 8.5), gridspec_kw={"height_ratios": [3, 2]})
   offset = {}
   for name, metrics in runs.items():
@@ -115,8 +132,16 @@ def plot(path: str, runs: dict[str, str], table: list[dict]) -> None:
       cells.append([r["name"], "not run", "", "", "", ""])
       continue
     s = r["scores"]
-    cells.append([r["name"], _cell(s["accuracy"], True), _cell(s["strict"], True),
-                  _cell(s["loose"], True), _cell(s["perplexity"], False), f"{s['words'][0]:.1f}"])
+    cells.append(
+        [
+            r["name"],
+            _cell(s["accuracy"], True),
+            _cell(s["strict"], True),
+            _cell(s["loose"], True),
+            _cell(s["perplexity"], False),
+            f"{s['words'][0]:.1f}",
+        ]
+    )
   t = tab.table(cellText=cells, colLabels=cols, loc="center")
   t.auto_set_font_size(False)
   t.set_fontsize(7.5)

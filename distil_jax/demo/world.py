@@ -18,6 +18,7 @@ Held-out prompts are drawn from operands never used in training: a prompt's iden
 answer cannot be memorised, only computed. `is_correct` is the rule: the answer's content
 (formatting removed) equals the reference exactly.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -28,25 +29,56 @@ import re
 
 TASKS = ("add", "mul", "reverse", "upper", "count", "sort")
 FORMATS = ("plain", "lowercase", "quotes", "json", "bullet", "end")
-WORDS = ("cat", "dog", "sun", "map", "red", "box", "pen", "cup", "hat", "bed", "fox", "owl",
-         "bird", "fish", "tree", "lamp", "door", "milk", "rain", "star", "moon", "frog",
-         "cake", "ship", "gold", "wind", "leaf", "rock", "sand", "wolf", "bell", "king")
+WORDS = (
+    "cat",
+    "dog",
+    "sun",
+    "map",
+    "red",
+    "box",
+    "pen",
+    "cup",
+    "hat",
+    "bed",
+    "fox",
+    "owl",
+    "bird",
+    "fish",
+    "tree",
+    "lamp",
+    "door",
+    "milk",
+    "rain",
+    "star",
+    "moon",
+    "frog",
+    "cake",
+    "ship",
+    "gold",
+    "wind",
+    "leaf",
+    "rock",
+    "sand",
+    "wolf",
+    "bell",
+    "king",
+)
 END_PHRASE = "Done."
 FORMAT_TEXT = {
-  "plain": "",
-  "lowercase": " Answer in lowercase words only.",
-  "quotes": " Wrap your answer in double quotes.",
-  "json": ' Answer in JSON as {"answer": ...}.',
-  "bullet": " Answer with one bullet point starting with * .",
-  "end": f" End your answer with the phrase {END_PHRASE}",
+    "plain": "",
+    "lowercase": " Answer in lowercase words only.",
+    "quotes": " Wrap your answer in double quotes.",
+    "json": ' Answer in JSON as {"answer": ...}.',
+    "bullet": " Answer with one bullet point starting with * .",
+    "end": f" End your answer with the phrase {END_PHRASE}",
 }
 FORMAT_IFEVAL = {
-  "plain": ([], []),
-  "lowercase": (["change_case:english_lowercase"], [{}]),
-  "quotes": (["startend:quotation"], [{}]),
-  "json": (["detectable_format:json_format"], [{}]),
-  "bullet": (["detectable_format:number_bullet_lists"], [{"num_bullets": 1}]),
-  "end": (["startend:end_checker"], [{"end_phrase": END_PHRASE}]),
+    "plain": ([], []),
+    "lowercase": (["change_case:english_lowercase"], [{}]),
+    "quotes": (["startend:quotation"], [{}]),
+    "json": (["detectable_format:json_format"], [{}]),
+    "bullet": (["detectable_format:number_bullet_lists"], [{"num_bullets": 1}]),
+    "end": (["startend:end_checker"], [{"end_phrase": END_PHRASE}]),
 }
 
 
@@ -60,13 +92,26 @@ class Example:
   answer: str  # the reference answer with its formatting
 
   def chat(self) -> dict:
-    return {"key": self.key, "messages": [{"role": "user", "content": self.prompt},
-                                          {"role": "assistant", "content": self.answer}]}
+    return {
+        "key": self.key,
+        "messages": [
+            {"role": "user", "content": self.prompt},
+            {"role": "assistant", "content": self.answer},
+        ],
+    }
 
   def ifeval(self) -> dict:
     ids, kwargs = FORMAT_IFEVAL[self.fmt]
-    return {"key": self.key, "prompt": self.prompt, "instruction_id_list": ids, "kwargs": kwargs,
-            "language": "en", "task": self.task, "format": self.fmt, "content": self.content}
+    return {
+        "key": self.key,
+        "prompt": self.prompt,
+        "instruction_id_list": ids,
+        "kwargs": kwargs,
+        "language": "en",
+        "task": self.task,
+        "format": self.fmt,
+        "content": self.content,
+    }
 
 
 def _operands(task: str, rng: random.Random) -> tuple:
@@ -120,7 +165,9 @@ def _can_format(task: str, fmt: str) -> bool:
   return fmt != "lowercase" or task != "upper"
 
 
-def generate(seed: int, n_train: int, n_heldout: int, format_fraction: float = 0.5) -> tuple[list[Example], list[Example]]:
+def generate(
+    seed: int, n_train: int, n_heldout: int, format_fraction: float = 0.5
+) -> tuple[list[Example], list[Example]]:
   """(train, held-out) examples, deterministic in `seed`; every held-out (task, operands) pair is
   unseen in training. Held-out examples are also distinct from each other."""
   rng = random.Random(seed)
@@ -149,8 +196,9 @@ def generate(seed: int, n_train: int, n_heldout: int, format_fraction: float = 0
         continue
       bucket = train
     key = f"{split}-{len(bucket):05d}"
-    bucket.append(Example(key, task, fmt, question + FORMAT_TEXT[fmt], content,
-                          _formatted(content, fmt)))
+    bucket.append(
+        Example(key, task, fmt, question + FORMAT_TEXT[fmt], content, _formatted(content, fmt))
+    )
   return train, heldout
 
 
@@ -169,9 +217,9 @@ def extract_content(response: str, fmt: str) -> str:
   if fmt == "bullet":
     body = re.sub(r"^\s*[\*\-]\s+", "", body)
   if fmt == "lowercase" and body.startswith("the answer is "):
-    body = body[len("the answer is "):].strip()
+    body = body[len("the answer is ") :].strip()
   if fmt == "end" and body.endswith(END_PHRASE):
-    body = body[:-len(END_PHRASE)].strip()
+    body = body[: -len(END_PHRASE)].strip()
   return body
 
 

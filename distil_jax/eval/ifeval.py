@@ -10,6 +10,7 @@ its last line, without both, and each of those four with every `*` removed (mark
 Prompt level: a prompt counts when all its instructions are followed; instruction level: each
 instruction counts on its own. Accuracies are fractions in [0, 1].
 """
+
 from __future__ import annotations
 
 import collections
@@ -38,9 +39,17 @@ def read_prompts(path: str) -> list[Prompt]:
       where = f"{path}:{lineno}"
       try:
         row = json.loads(line)
-        ids, kwargs = row["instruction_id_list"], row.get("kwargs") or [{}] * len(row["instruction_id_list"])
-        if not isinstance(row["prompt"], str) or not isinstance(ids, list) or len(ids) != len(kwargs):
-          raise ValueError("`prompt` must be a string and `kwargs` a list as long as `instruction_id_list`")
+        ids, kwargs = row["instruction_id_list"], row.get("kwargs") or [{}] * len(
+            row["instruction_id_list"]
+        )
+        if (
+            not isinstance(row["prompt"], str)
+            or not isinstance(ids, list)
+            or len(ids) != len(kwargs)
+        ):
+          raise ValueError(
+              "`prompt` must be a string and `kwargs` a list as long as `instruction_id_list`"
+          )
         instructions = tuple(make_instruction(i, k) for i, k in zip(ids, kwargs))
       except (ValueError, KeyError, TypeError) as e:
         raise ValueError(f"{where}: {e}") from None
@@ -56,7 +65,11 @@ def read_prompts(path: str) -> list[Prompt]:
 
 def loose_variants(response: str) -> list[str]:
   lines = response.split("\n")
-  cut = ["\n".join(lines[1:]).strip(), "\n".join(lines[:-1]).strip(), "\n".join(lines[1:-1]).strip()]
+  cut = [
+      "\n".join(lines[1:]).strip(),
+      "\n".join(lines[:-1]).strip(),
+      "\n".join(lines[1:-1]).strip(),
+  ]
   base = [response, *cut]
   return base + [r.replace("*", "") for r in base]
 
@@ -80,8 +93,9 @@ def aggregate(prompts: list[Prompt], responses: list[str]) -> tuple[dict, list[d
   by_language = collections.defaultdict(lambda: [0, 0, 0])
   for prompt, response in zip(prompts, responses, strict=True):
     row = score_one(prompt, response)
-    rows.append({**row, "instruction_id_list": [i.id for i in prompt.instructions],
-                 "response": response})
+    rows.append(
+        {**row, "instruction_id_list": [i.id for i in prompt.instructions], "response": response}
+    )
     for ins, s, l in zip(prompt.instructions, row["strict"], row["loose"]):
       counts = by_type[ins.id]
       counts[0] += 1
@@ -94,19 +108,22 @@ def aggregate(prompts: list[Prompt], responses: list[str]) -> tuple[dict, list[d
       lang[2] += all(row["loose"])
   n_ins = sum(len(r["strict"]) for r in rows)
   summary = {
-    "num_prompts": len(rows),
-    "num_instructions": n_ins,
-    "prompt_level_strict_acc": _fraction(sum(all(r["strict"]) for r in rows), len(rows)),
-    "prompt_level_loose_acc": _fraction(sum(all(r["loose"]) for r in rows), len(rows)),
-    "inst_level_strict_acc": _fraction(sum(sum(r["strict"]) for r in rows), n_ins),
-    "inst_level_loose_acc": _fraction(sum(sum(r["loose"]) for r in rows), n_ins),
-    "mean_response_chars": _fraction(sum(len(r) for r in responses), len(responses)),
-    "mean_response_words": _fraction(sum(text.count_words(r) for r in responses), len(responses)),
-    "per_instruction": {k: {"count": c, "strict_acc": s / c, "loose_acc": l / c}
-                        for k, (c, s, l) in sorted(by_type.items())},
+      "num_prompts": len(rows),
+      "num_instructions": n_ins,
+      "prompt_level_strict_acc": _fraction(sum(all(r["strict"]) for r in rows), len(rows)),
+      "prompt_level_loose_acc": _fraction(sum(all(r["loose"]) for r in rows), len(rows)),
+      "inst_level_strict_acc": _fraction(sum(sum(r["strict"]) for r in rows), n_ins),
+      "inst_level_loose_acc": _fraction(sum(sum(r["loose"]) for r in rows), n_ins),
+      "mean_response_chars": _fraction(sum(len(r) for r in responses), len(responses)),
+      "mean_response_words": _fraction(sum(text.count_words(r) for r in responses), len(responses)),
+      "per_instruction": {
+          k: {"count": c, "strict_acc": s / c, "loose_acc": l / c}
+          for k, (c, s, l) in sorted(by_type.items())
+      },
   }
   if by_language:
-    summary["per_language"] = {k: {"prompts": c, "prompt_level_strict_acc": s / c,
-                                   "prompt_level_loose_acc": l / c}
-                               for k, (c, s, l) in sorted(by_language.items())}
+    summary["per_language"] = {
+        k: {"prompts": c, "prompt_level_strict_acc": s / c, "prompt_level_loose_acc": l / c}
+        for k, (c, s, l) in sorted(by_language.items())
+    }
   return summary, rows

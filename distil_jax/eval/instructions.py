@@ -6,6 +6,7 @@ benchmark's published rules (written anew here); where we differ it is said at t
 words, sentences and languages come from `distil_jax.eval.text` (no NLTK data), which also counts
 Chinese text. `relation` arguments are "less than" (count < N) or "at least" (count >= N).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -45,13 +46,16 @@ def keywords_frequency(response: str, *, keyword: str, frequency: int, relation:
 def keywords_forbidden_words(response: str, *, forbidden_words: list[str]) -> bool:
   """Whole words only (`\\b` boundaries); a Chinese word has no boundaries inside running text, so
   it is matched anywhere (the benchmark has no Chinese words, so its verdicts do not change)."""
+
   def pattern(word: str) -> str:
     return word if text.has_cjk(word) else rf"\b{word}\b"
+
   return not any(re.search(pattern(w), response, flags=re.IGNORECASE) for w in forbidden_words)
 
 
-def keywords_letter_frequency(response: str, *, letter: str, let_frequency: int,
-                              let_relation: str) -> bool:
+def keywords_letter_frequency(
+    response: str, *, letter: str, let_frequency: int, let_relation: str
+) -> bool:
   return _compare(response.lower().count(letter.lower()), let_relation, let_frequency)
 
 
@@ -81,8 +85,9 @@ def length_number_words(response: str, *, num_words: int, relation: str) -> bool
   return _compare(text.count_words(response), relation, num_words)
 
 
-def length_nth_paragraph_first_word(response: str, *, num_paragraphs: int, nth_paragraph: int,
-                                    first_word: str) -> bool:
+def length_nth_paragraph_first_word(
+    response: str, *, num_paragraphs: int, nth_paragraph: int, first_word: str
+) -> bool:
   """Paragraphs are separated by a blank line (`\\n\\n`); the nth must start with `first_word`
   (case-insensitive, leading quotes and trailing punctuation ignored). A Chinese `first_word` only
   has to begin the paragraph (no space after it is needed; the benchmark has no Chinese words)."""
@@ -148,7 +153,7 @@ def format_json_format(response: str) -> bool:
   body = response.strip()
   for prefix in ("```json", "```Json", "```JSON", "```"):
     if body.startswith(prefix):
-      body = body[len(prefix):]
+      body = body[len(prefix) :]
       break
   body = body.removesuffix("```").strip()
   try:
@@ -190,8 +195,9 @@ def startend_quotation(response: str) -> bool:
 
 
 # change_case:*
-def case_capital_word_frequency(response: str, *, capital_frequency: int,
-                                capital_relation: str) -> bool:
+def case_capital_word_frequency(
+    response: str, *, capital_frequency: int, capital_relation: str
+) -> bool:
   """Words (\\w+ runs) written entirely in capitals; the benchmark tokenises with NLTK, which
   keeps "U.S.A." as one word where we see three."""
   capitals = sum(1 for w in re.findall(r"\w+", response) if w.isupper())
@@ -213,37 +219,38 @@ def punctuation_no_comma(response: str) -> bool:
 
 
 CHECKERS: dict[str, Callable[..., bool]] = {
-  "keywords:existence": keywords_existence,
-  "keywords:frequency": keywords_frequency,
-  "keywords:forbidden_words": keywords_forbidden_words,
-  "keywords:letter_frequency": keywords_letter_frequency,
-  "language:response_language": language_response_language,
-  "length_constraints:number_sentences": length_number_sentences,
-  "length_constraints:number_paragraphs": length_number_paragraphs,
-  "length_constraints:number_words": length_number_words,
-  "length_constraints:nth_paragraph_first_word": length_nth_paragraph_first_word,
-  "detectable_content:number_placeholders": content_number_placeholders,
-  "detectable_content:postscript": content_postscript,
-  "detectable_format:number_bullet_lists": format_number_bullet_lists,
-  "detectable_format:constrained_response": format_constrained_response,
-  "detectable_format:number_highlighted_sections": format_number_highlighted_sections,
-  "detectable_format:multiple_sections": format_multiple_sections,
-  "detectable_format:json_format": format_json_format,
-  "detectable_format:title": format_title,
-  "combination:two_responses": combination_two_responses,
-  "combination:repeat_prompt": combination_repeat_prompt,
-  "startend:end_checker": startend_end_checker,
-  "startend:quotation": startend_quotation,
-  "change_case:capital_word_frequency": case_capital_word_frequency,
-  "change_case:english_capital": case_english_capital,
-  "change_case:english_lowercase": case_english_lowercase,
-  "punctuation:no_comma": punctuation_no_comma,
+    "keywords:existence": keywords_existence,
+    "keywords:frequency": keywords_frequency,
+    "keywords:forbidden_words": keywords_forbidden_words,
+    "keywords:letter_frequency": keywords_letter_frequency,
+    "language:response_language": language_response_language,
+    "length_constraints:number_sentences": length_number_sentences,
+    "length_constraints:number_paragraphs": length_number_paragraphs,
+    "length_constraints:number_words": length_number_words,
+    "length_constraints:nth_paragraph_first_word": length_nth_paragraph_first_word,
+    "detectable_content:number_placeholders": content_number_placeholders,
+    "detectable_content:postscript": content_postscript,
+    "detectable_format:number_bullet_lists": format_number_bullet_lists,
+    "detectable_format:constrained_response": format_constrained_response,
+    "detectable_format:number_highlighted_sections": format_number_highlighted_sections,
+    "detectable_format:multiple_sections": format_multiple_sections,
+    "detectable_format:json_format": format_json_format,
+    "detectable_format:title": format_title,
+    "combination:two_responses": combination_two_responses,
+    "combination:repeat_prompt": combination_repeat_prompt,
+    "startend:end_checker": startend_end_checker,
+    "startend:quotation": startend_quotation,
+    "change_case:capital_word_frequency": case_capital_word_frequency,
+    "change_case:english_capital": case_english_capital,
+    "change_case:english_lowercase": case_english_lowercase,
+    "punctuation:no_comma": punctuation_no_comma,
 }
 
 
 @dataclasses.dataclass(frozen=True)
 class Instruction:
   """One instruction of a prompt: its id and the keyword arguments its checker takes."""
+
   id: str
   kwargs: dict
 
@@ -267,8 +274,10 @@ def make_instruction(instruction_id: str, kwargs: dict | None) -> Instruction:
   unknown = sorted(set(given) - set(names))
   missing = sorted(set(names) - set(given))
   if unknown or missing:
-    raise ValueError(f"{instruction_id}: expects arguments {list(names)}, "
-                     f"unknown {unknown}, missing {missing}")
+    raise ValueError(
+        f"{instruction_id}: expects arguments {list(names)}, "
+        f"unknown {unknown}, missing {missing}"
+    )
   for key in ("relation", "let_relation", "capital_relation"):
     if key in given and given[key] not in RELATIONS:
       raise ValueError(f"{instruction_id}: {key} must be one of {RELATIONS}, got {given[key]!r}")

@@ -9,6 +9,7 @@ figure does not depend on packing or shuffling. The loss is the training loss wi
 where z_t are the logits predicting token y_t = ids[t+1] and m_t = mask[t+1]. Batches are placed
 on the mesh's batch axes; the model's own shardings (from `from_pretrained(mesh=...)`) stay as they are.
 """
+
 from __future__ import annotations
 
 import functools
@@ -56,9 +57,13 @@ def _batches(docs, batch_size: int, seq_len: int, rows_multiple: int):
 
 def _stack(docs, rows: int, seq_len: int) -> dict[str, np.ndarray]:
   length = _row_bucket(max(len(d[0]) for d in docs), seq_len)
-  batch = {"input_ids": np.zeros((rows, length), np.int32), "target_ids": np.zeros((rows, length), np.int32),
-           "loss_mask": np.zeros((rows, length), np.float32), "segment_ids": np.zeros((rows, length), np.int32),
-           "positions": np.zeros((rows, length), np.int32)}
+  batch = {
+      "input_ids": np.zeros((rows, length), np.int32),
+      "target_ids": np.zeros((rows, length), np.int32),
+      "loss_mask": np.zeros((rows, length), np.float32),
+      "segment_ids": np.zeros((rows, length), np.int32),
+      "positions": np.zeros((rows, length), np.int32),
+  }
   for r, (ids, targets, mask) in enumerate(docs):
     n = len(ids)
     batch["input_ids"][r, :n] = ids
@@ -77,13 +82,22 @@ def _sums(graphdef, state, batch, *, chunk: int):
 
   model = nnx.merge(graphdef, state)
   h_BxLxD, _ = model.hidden_states(batch["input_ids"], batch["positions"], batch["segment_ids"])
-  loss_sum, correct = chunked_cross_entropy(h_BxLxD, model.unembed_matrix(), batch["target_ids"],
-                                            batch["loss_mask"], chunk=chunk)
+  loss_sum, correct = chunked_cross_entropy(
+      h_BxLxD, model.unembed_matrix(), batch["target_ids"], batch["loss_mask"], chunk=chunk
+  )
   return loss_sum, jnp.sum(batch["loss_mask"]), correct
 
 
-def evaluate_loss(model, data_dir: str, *, seq_len: int = 2048, batch_size: int = 8, chunk: int = 512,
-                  mesh=None, progress: bool = True) -> dict:
+def evaluate_loss(
+    model,
+    data_dir: str,
+    *,
+    seq_len: int = 2048,
+    batch_size: int = 8,
+    chunk: int = 512,
+    mesh=None,
+    progress: bool = True,
+) -> dict:
   """{"loss", "perplexity", "tokens", "examples", "token_accuracy"} over every example once."""
   from flax import nnx
   from distil_jax.data import read_manifest
@@ -99,7 +113,9 @@ def evaluate_loss(model, data_dir: str, *, seq_len: int = 2048, batch_size: int 
     axes = sharding.spec[0] or ()
     rows_multiple = math.prod(mesh.shape[a] for a in ((axes,) if isinstance(axes, str) else axes))
     if batch_size % rows_multiple:
-      raise ValueError(f"batch_size {batch_size} must divide by the mesh's {rows_multiple} batch shards")
+      raise ValueError(
+          f"batch_size {batch_size} must divide by the mesh's {rows_multiple} batch shards"
+      )
   loss = tokens = correct = 0.0
   bar = tqdm(total=examples, desc="perplexity", unit="ex", disable=not progress, file=sys.stderr)
   for batch in _batches(read_documents(data_dir, seq_len), batch_size, seq_len, rows_multiple):
@@ -116,5 +132,10 @@ def evaluate_loss(model, data_dir: str, *, seq_len: int = 2048, batch_size: int 
   if tokens == 0:
     raise ValueError(f"{data_dir}: no target tokens (every loss_mask is 0)")
   mean = loss / tokens
-  return {"loss": mean, "perplexity": math.exp(mean), "tokens": int(tokens), "examples": examples,
-          "token_accuracy": correct / tokens}
+  return {
+      "loss": mean,
+      "perplexity": math.exp(mean),
+      "tokens": int(tokens),
+      "examples": examples,
+      "token_accuracy": correct / tokens,
+  }

@@ -4,6 +4,7 @@ A result file holds `metrics`: a flat {name: number} view of every headline figu
 `compare` lines up), next to the full sections (`ifeval`, `perplexity`, `mt_bench`, `alpaca_eval`,
 `speed`). See docs/eval.md for the schema.
 """
+
 from __future__ import annotations
 
 import json
@@ -12,11 +13,22 @@ import tempfile
 from pathlib import Path
 
 FORMAT = "distil-jax-eval/1"
-HEADLINE = (("ifeval", ("prompt_level_strict_acc", "prompt_level_loose_acc", "inst_level_strict_acc",
-                        "inst_level_loose_acc", "mean_response_words", "mean_response_chars")),
-            ("perplexity", ("loss", "perplexity", "token_accuracy")),
-            ("mt_bench", ("score",)),
-            ("alpaca_eval", ("win_rate", "lc_win_rate")))
+HEADLINE = (
+    (
+        "ifeval",
+        (
+            "prompt_level_strict_acc",
+            "prompt_level_loose_acc",
+            "inst_level_strict_acc",
+            "inst_level_loose_acc",
+            "mean_response_words",
+            "mean_response_chars",
+        ),
+    ),
+    ("perplexity", ("loss", "perplexity", "token_accuracy")),
+    ("mt_bench", ("score",)),
+    ("alpaca_eval", ("win_rate", "lc_win_rate")),
+)
 
 
 def flat_metrics(result: dict) -> dict[str, float]:
@@ -59,8 +71,11 @@ def read_result(path: str) -> dict:
   except (OSError, ValueError) as e:
     raise ValueError(f"{path}: cannot read an evaluation result ({e})") from None
   if not isinstance(result, dict) or result.get("format") != FORMAT:
-    raise ValueError(f"{path}: not a distil-jax eval result (format {result.get('format')!r})"
-                     if isinstance(result, dict) else f"{path}: not a distil-jax eval result")
+    raise ValueError(
+        f"{path}: not a distil-jax eval result (format {result.get('format')!r})"
+        if isinstance(result, dict)
+        else f"{path}: not a distil-jax eval result"
+    )
   return result
 
 
@@ -75,8 +90,12 @@ def _fmt(value) -> str:
 def table(header: list[str], rows: list[list]) -> str:
   cells = [header] + [[_fmt(v) for v in row] for row in rows]
   widths = [max(len(str(r[i])) for r in cells) for i in range(len(header))]
-  lines = ["  ".join(str(c).ljust(w) if i == 0 else str(c).rjust(w) for i, (c, w) in enumerate(zip(r, widths)))
-           for r in cells]
+  lines = [
+      "  ".join(
+          str(c).ljust(w) if i == 0 else str(c).rjust(w) for i, (c, w) in enumerate(zip(r, widths))
+      )
+      for r in cells
+  ]
   lines.insert(1, "  ".join("-" * w for w in widths))
   return "\n".join(lines)
 
@@ -89,8 +108,12 @@ def render(result: dict) -> str:
   per = (result.get("ifeval") or {}).get("per_instruction") or {}
   if per:
     out.append("")
-    out.append(table(["instruction", "count", "strict", "loose"],
-                     [[k, v["count"], v["strict_acc"], v["loose_acc"]] for k, v in per.items()]))
+    out.append(
+        table(
+            ["instruction", "count", "strict", "loose"],
+            [[k, v["count"], v["strict_acc"], v["loose_acc"]] for k, v in per.items()],
+        )
+    )
   for section in ("mt_bench", "alpaca_eval"):
     if result.get(section):
       out.append(f"\n{section}: {result[section]['note']}")
@@ -98,9 +121,18 @@ def render(result: dict) -> str:
 
 
 def compare(results: list[dict], names: list[str]) -> str:
-  metric_keys = list(dict.fromkeys(k for r in results for k in r.get("metrics", {})))  # headline order
-  lines = [table(["metric", *names], [[k, *[r.get("metrics", {}).get(k) for r in results]] for k in metric_keys])]
-  types = sorted({t for r in results for t in ((r.get("ifeval") or {}).get("per_instruction") or {})})
+  metric_keys = list(
+      dict.fromkeys(k for r in results for k in r.get("metrics", {}))
+  )  # headline order
+  lines = [
+      table(
+          ["metric", *names],
+          [[k, *[r.get("metrics", {}).get(k) for r in results]] for k in metric_keys],
+      )
+  ]
+  types = sorted(
+      {t for r in results for t in ((r.get("ifeval") or {}).get("per_instruction") or {})}
+  )
   if types:
     rows = []
     for t in types:
@@ -109,32 +141,58 @@ def compare(results: list[dict], names: list[str]) -> str:
         v = ((r.get("ifeval") or {}).get("per_instruction") or {}).get(t)
         row.append(None if v is None else f"{v['strict_acc']:.2f}/{v['loose_acc']:.2f}")
       rows.append(row)
-    lines += ["", "per instruction type (strict/loose accuracy)", table(["instruction", *names], rows)]
+    lines += [
+        "",
+        "per instruction type (strict/loose accuracy)",
+        table(["instruction", *names], rows),
+    ]
   return "\n".join(lines)
 
 
 def compare_chart(results: list[dict], names: list[str], path: str) -> None:
   """Two panels: headline accuracies (grouped bars) and per-instruction strict accuracy."""
   import matplotlib
+
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
   import numpy as np
 
-  acc_keys = [k for k in ("ifeval.prompt_level_strict_acc", "ifeval.prompt_level_loose_acc",
-                          "ifeval.inst_level_strict_acc", "ifeval.inst_level_loose_acc", "alpaca_eval.win_rate",
-                          "alpaca_eval.lc_win_rate") if any(k in r.get("metrics", {}) for r in results)]
-  types = sorted({t for r in results for t in ((r.get("ifeval") or {}).get("per_instruction") or {})})
-  fig, axes = plt.subplots(1, 2, figsize=(16, max(5, 0.28 * len(types) + 1.5)),
-                           gridspec_kw={"width_ratios": [1, 1.4]})
+  acc_keys = [
+      k
+      for k in (
+          "ifeval.prompt_level_strict_acc",
+          "ifeval.prompt_level_loose_acc",
+          "ifeval.inst_level_strict_acc",
+          "ifeval.inst_level_loose_acc",
+          "alpaca_eval.win_rate",
+          "alpaca_eval.lc_win_rate",
+      )
+      if any(k in r.get("metrics", {}) for r in results)
+  ]
+  types = sorted(
+      {t for r in results for t in ((r.get("ifeval") or {}).get("per_instruction") or {})}
+  )
+  fig, axes = plt.subplots(
+      1, 2, figsize=(16, max(5, 0.28 * len(types) + 1.5)), gridspec_kw={"width_ratios": [1, 1.4]}
+  )
   width = 0.8 / max(1, len(results))
   for i, (r, name) in enumerate(zip(results, names)):
     m = r.get("metrics", {})
-    axes[0].bar(np.arange(len(acc_keys)) + i * width, [m.get(k, 0.0) for k in acc_keys], width, label=name)
+    axes[0].bar(
+        np.arange(len(acc_keys)) + i * width, [m.get(k, 0.0) for k in acc_keys], width, label=name
+    )
     per = (r.get("ifeval") or {}).get("per_instruction") or {}
-    axes[1].barh(np.arange(len(types)) + i * width, [per.get(t, {}).get("strict_acc", 0.0) for t in types],
-                 width, label=name)
-  axes[0].set_xticks(np.arange(len(acc_keys)) + 0.4 - width / 2, [k.replace(".", "\n", 1) for k in acc_keys],
-                     fontsize=7)
+    axes[1].barh(
+        np.arange(len(types)) + i * width,
+        [per.get(t, {}).get("strict_acc", 0.0) for t in types],
+        width,
+        label=name,
+    )
+  axes[0].set_xticks(
+      np.arange(len(acc_keys)) + 0.4 - width / 2,
+      [k.replace(".", "\n", 1) for k in acc_keys],
+      fontsize=7,
+  )
   axes[0].set_ylim(0, 1)
   axes[0].set_title("headline accuracies")
   axes[0].legend(fontsize=8)

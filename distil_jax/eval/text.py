@@ -9,6 +9,7 @@ initial or inside a number (3.14) ends nothing. Line breaks alone end nothing (p
 Languages: `langdetect` (its profiles ship inside the wheel), seeded so a verdict never varies;
 regional variants reduce to their ISO 639-1 code (zh-cn -> zh).
 """
+
 from __future__ import annotations
 
 import functools
@@ -17,8 +18,9 @@ import re
 _CJK = "\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uac00-\ud7af"
 _WORD = re.compile(rf"[{_CJK}]|(?:(?![{_CJK}])\w)+")
 _ABBREVIATIONS = frozenset(
-  "mr mrs ms dr prof sr jr st vs etc e.g i.e inc ltd co corp no fig approx dept est jan feb mar apr "
-  "jun jul aug sep sept oct nov dec mt ft u.s u.k a.m p.m ph.d".split())
+    "mr mrs ms dr prof sr jr st vs etc e.g i.e inc ltd co corp no fig approx dept est jan feb mar apr "
+    "jun jul aug sep sept oct nov dec mt ft u.s u.k a.m p.m ph.d".split()
+)
 _TERMINATOR = re.compile(r"(?:[.!?…]+[\"'”’)\]]*(?=\s|$))|(?:[。！？]+[”’」』）)]*)")
 
 
@@ -54,7 +56,7 @@ def split_sentences(text: str) -> list[str]:
   for match in _TERMINATOR.finditer(text):
     if _ends_abbreviation(text, match.start()):
       continue
-    piece = text[start:match.end()].strip()
+    piece = text[start : match.end()].strip()
     if piece:
       sentences.append(piece)
     start = match.end()
@@ -72,15 +74,18 @@ def count_sentences(text: str) -> int:
 def _detector_factory():
   from langdetect import DetectorFactory
   from langdetect.detector_factory import init_factory
+
   DetectorFactory.seed = 0
   init_factory()
   from langdetect import detector_factory
+
   return detector_factory._factory
 
 
 def detect_language(text: str) -> str | None:
   """ISO 639-1 code of the text's language, or None when there is nothing to judge (no letters)."""
   from langdetect.lang_detect_exception import LangDetectException
+
   factory = _detector_factory()
   try:
     detector = factory.create()

@@ -5,6 +5,7 @@ with `model.safetensors.index.json`, `config.json`, `generation_config.json` and
 tokenizer. Everything goes to a temporary sibling directory that is renamed into place
 only when complete, so a crash never leaves something that looks like a checkpoint.
 """
+
 from __future__ import annotations
 
 import json
@@ -55,23 +56,46 @@ def _generation_config(tokenizer, hf_cfg) -> dict:
   eos = [hf_cfg["eos_token_id"]] if hf_cfg["eos_token_id"] is not None else []
   pad = hf_cfg["bos_token_id"]
   if tokenizer is not None:
-    eos = sorted({tokenizer.convert_tokens_to_ids(t) for t in ("<|im_end|>", "<|endoftext|>")
-                  if t in tokenizer.get_vocab()}) or eos
+    eos = (
+        sorted(
+            {
+                tokenizer.convert_tokens_to_ids(t)
+                for t in ("<|im_end|>", "<|endoftext|>")
+                if t in tokenizer.get_vocab()
+            }
+        )
+        or eos
+    )
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else pad
-  return {"bos_token_id": hf_cfg["bos_token_id"], "eos_token_id": eos, "pad_token_id": pad,
-          "do_sample": True, "temperature": 0.7, "top_p": 0.8, "top_k": 20,
-          "repetition_penalty": 1.05}
+  return {
+      "bos_token_id": hf_cfg["bos_token_id"],
+      "eos_token_id": eos,
+      "pad_token_id": pad,
+      "do_sample": True,
+      "temperature": 0.7,
+      "top_p": 0.8,
+      "top_k": 20,
+      "repetition_penalty": 1.05,
+  }
 
 
 def default_tokenizer_for(model: Qwen2):
   """The real Qwen2.5 tokenizer when the vocabulary can hold it, else None."""
   from distil_jax.tokenizer import load_tokenizer  # noqa: PLC0415 (heavy, optional)
+
   tok = load_tokenizer()
   return tok if len(tok) <= model.cfg.vocab_size else None
 
 
-def save_pretrained(model: Qwen2, path: str, tokenizer=None, *, dtype=None,
-                    max_shard_bytes: int = MAX_SHARD_BYTES, overwrite: bool = False) -> str:
+def save_pretrained(
+    model: Qwen2,
+    path: str,
+    tokenizer=None,
+    *,
+    dtype=None,
+    max_shard_bytes: int = MAX_SHARD_BYTES,
+    overwrite: bool = False,
+) -> str:
   """Write `model` as a HF directory at `path`. `tokenizer=None` writes the Qwen2.5 tokenizer
   when it fits the vocabulary; pass `False` to write none. Returns `path`."""
   path = os.path.abspath(path)
@@ -83,8 +107,10 @@ def save_pretrained(model: Qwen2, path: str, tokenizer=None, *, dtype=None,
   out_dtype = np.dtype(dtype or cfg.param_dtype)
   special = {"bos_token_id": 151643, "eos_token_id": 151645}
   if tokenizer:
-    special = {"bos_token_id": tokenizer.convert_tokens_to_ids("<|endoftext|>"),
-               "eos_token_id": tokenizer.convert_tokens_to_ids("<|im_end|>")}
+    special = {
+        "bos_token_id": tokenizer.convert_tokens_to_ids("<|endoftext|>"),
+        "eos_token_id": tokenizer.convert_tokens_to_ids("<|im_end|>"),
+    }
   special = {k: (v if v is not None and v < cfg.vocab_size else None) for k, v in special.items()}
   hf_cfg = cfg.to_hf(**special)
   hf_cfg["torch_dtype"] = out_dtype.name
@@ -120,11 +146,14 @@ def save_pretrained(model: Qwen2, path: str, tokenizer=None, *, dtype=None,
         weight_map[name] = fname
         total += dt.itemsize * int(np.prod(shape))
     if writer:
-      _write_json(os.path.join(tmp, "model.safetensors.index.json"),
-                  {"metadata": {"total_size": total}, "weight_map": weight_map})
+      _write_json(
+          os.path.join(tmp, "model.safetensors.index.json"),
+          {"metadata": {"total_size": total}, "weight_map": weight_map},
+      )
       _write_json(os.path.join(tmp, "config.json"), hf_cfg)
-      _write_json(os.path.join(tmp, "generation_config.json"),
-                  _generation_config(tokenizer or None, hf_cfg))
+      _write_json(
+          os.path.join(tmp, "generation_config.json"), _generation_config(tokenizer or None, hf_cfg)
+      )
       if tokenizer:
         tokenizer.save_pretrained(tmp)
       if os.path.exists(path):

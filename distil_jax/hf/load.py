@@ -4,6 +4,7 @@ The host holds at most one HF tensor (and its transposed copy) at once; each is 
 straight into its shards, and per-layer tensors are written into the stacked parameter
 in place (donated), so no second copy of the model ever exists.
 """
+
 from __future__ import annotations
 
 import json
@@ -54,8 +55,9 @@ def weight_map(path: str) -> dict[str, str]:
     return {name: single for name in SafetensorsFile(single).tensors}
   shards = [f for f in os.listdir(path) if f.endswith(".safetensors")]
   if shards:
-    raise CheckpointError(f"{path}: {len(shards)} safetensors shards but no "
-                          "model.safetensors.index.json")
+    raise CheckpointError(
+        f"{path}: {len(shards)} safetensors shards but no " "model.safetensors.index.json"
+    )
   raise CheckpointError(f"{path}: no model.safetensors or model.safetensors.index.json")
 
 
@@ -63,8 +65,9 @@ def _check_keys(cfg: ModelConfig, available: dict[str, str], path: str):
   expected = {e.name for e in entries(cfg)}
   droppable = {"lm_head.weight"} if cfg.tie_word_embeddings else set()
   missing = sorted(expected - set(available))
-  unexpected = sorted(k for k in set(available) - expected - droppable
-                      if not k.endswith(IGNORED_SUFFIXES))
+  unexpected = sorted(
+      k for k in set(available) - expected - droppable if not k.endswith(IGNORED_SUFFIXES)
+  )
   if missing or unexpected:
     parts = []
     if missing:
@@ -103,7 +106,9 @@ def load_hf_state(path: str, cfg: ModelConfig, mesh, rules: Rules = DEFAULT_RULE
     fpath = files[entry.name]
     st = headers.get(fpath) or headers.setdefault(fpath, SafetensorsFile(fpath))
     if entry.name not in st.tensors:
-      raise CheckpointError(f"{fpath}: tensor {entry.name!r} listed in the index is not in the file")
+      raise CheckpointError(
+          f"{fpath}: tensor {entry.name!r} listed in the index is not in the file"
+      )
     key = our_path(entry.rule)
     target = _walk(abs_state, key)
     sharding = _walk(shardings, key).get_value()
@@ -111,19 +116,26 @@ def load_hf_state(path: str, cfg: ModelConfig, mesh, rules: Rules = DEFAULT_RULE
     info = st.tensors[entry.name]
     want = entry.rule.hf_shape(tuple(layer_shape))
     if info["shape"] != want:
-      raise CheckpointError(f"{fpath}: tensor {entry.name!r} has shape {info['shape']}, "
-                            f"expected {want} for this config.json")
+      raise CheckpointError(
+          f"{fpath}: tensor {entry.name!r} has shape {info['shape']}, "
+          f"expected {want} for this config.json"
+      )
     if not np.issubdtype(info["dtype"], np.floating) and info["dtype"].name != "bfloat16":
-      raise CheckpointError(f"{fpath}: tensor {entry.name!r} has dtype {info['dtype']}, "
-                            "expected a floating-point type")
+      raise CheckpointError(
+          f"{fpath}: tensor {entry.name!r} has dtype {info['dtype']}, "
+          "expected a floating-point type"
+      )
     host = entry.rule.to_ours(st.read(entry.name), tuple(layer_shape)).astype(target.dtype)
     if entry.layer is None:
       values[key] = _place(host, sharding)
       continue
-    layer_sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(*sharding.spec[1:]))
+    layer_sharding = jax.sharding.NamedSharding(
+        mesh, jax.sharding.PartitionSpec(*sharding.spec[1:])
+    )
     if key not in values:
-      values[key] = jax.jit(partial(jnp.zeros, target.shape, target.dtype),
-                            out_shardings=sharding)()
+      values[key] = jax.jit(
+          partial(jnp.zeros, target.shape, target.dtype), out_shardings=sharding
+      )()
     values[key] = _set_layer(values[key], _place(host, layer_sharding), np.int32(entry.layer))
     del host
 

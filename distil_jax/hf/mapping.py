@@ -4,6 +4,7 @@ A rule's `groups` says how our parameter's dimensions merge into the HF matrix (
 the optional transpose): q_kernel [D, N, H] with groups (1, 2) is [D, N*H], transposed
 to HF's [N*H, D]. Layer rules name the HF tensor with `{i}`; ours are stacked [L, ...].
 """
+
 from __future__ import annotations
 
 import math
@@ -27,7 +28,7 @@ class Rule(NamedTuple):
   def hf_shape(self, our_shape: tuple[int, ...]) -> tuple[int, ...]:
     merged, start = [], 0
     for size in self.groups:
-      merged.append(math.prod(our_shape[start:start + size]))
+      merged.append(math.prod(our_shape[start : start + size]))
       start += size
     if start != len(our_shape):
       raise ValueError(f"rule {self.hf}: groups {self.groups} do not cover shape {our_shape}")
@@ -38,8 +39,9 @@ class Rule(NamedTuple):
     return np.ascontiguousarray(a).reshape(our_shape)
 
   def to_hf(self, our_array: np.ndarray) -> np.ndarray:
-    a = our_array.reshape(self.hf_shape(our_array.shape)[::-1] if self.transpose
-                          else self.hf_shape(our_array.shape))
+    a = our_array.reshape(
+        self.hf_shape(our_array.shape)[::-1] if self.transpose else self.hf_shape(our_array.shape)
+    )
     return np.ascontiguousarray(a.T if self.transpose else a)
 
 
@@ -68,6 +70,7 @@ IGNORED_SUFFIXES = ("rotary_emb.inv_freq",)
 
 class Entry(NamedTuple):
   """One HF tensor: its name, the rule, and the layer index (None for global tensors)."""
+
   name: str
   rule: Rule
   layer: int | None

@@ -4,6 +4,7 @@ Reading uses `os.pread` into a fresh buffer rather than a memory map, so only th
 being converted is resident; writing emits the header first and then one tensor at a
 time. Errors name the file and the tensor.
 """
+
 from __future__ import annotations
 
 import json
@@ -15,9 +16,15 @@ import ml_dtypes
 import numpy as np
 
 DTYPES = {
-    "F64": np.dtype(np.float64), "F32": np.dtype(np.float32), "F16": np.dtype(np.float16),
-    "BF16": np.dtype(ml_dtypes.bfloat16), "I64": np.dtype(np.int64), "I32": np.dtype(np.int32),
-    "I16": np.dtype(np.int16), "I8": np.dtype(np.int8), "U8": np.dtype(np.uint8),
+    "F64": np.dtype(np.float64),
+    "F32": np.dtype(np.float32),
+    "F16": np.dtype(np.float16),
+    "BF16": np.dtype(ml_dtypes.bfloat16),
+    "I64": np.dtype(np.int64),
+    "I32": np.dtype(np.int32),
+    "I16": np.dtype(np.int16),
+    "I8": np.dtype(np.int8),
+    "U8": np.dtype(np.uint8),
     "BOOL": np.dtype(np.bool_),
 }
 CODES = {v: k for k, v in DTYPES.items()}
@@ -41,8 +48,10 @@ class SafetensorsFile:
           raise CheckpointError(f"{path}: file too short for a safetensors header")
         (header_len,) = struct.unpack("<Q", raw_len)
         if header_len > min(_MAX_HEADER, size - 8):
-          raise CheckpointError(f"{path}: corrupt safetensors header (length {header_len} "
-                                f"in a file of {size} bytes)")
+          raise CheckpointError(
+              f"{path}: corrupt safetensors header (length {header_len} "
+              f"in a file of {size} bytes)"
+          )
         header = json.loads(f.read(header_len))
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
       raise CheckpointError(f"{path}: corrupt safetensors header: {e}") from None
@@ -59,8 +68,10 @@ class SafetensorsFile:
       except (KeyError, TypeError, ValueError):
         raise CheckpointError(f"{path}: tensor {name!r}: malformed header entry {info}") from None
       if end - start != dtype.itemsize * int(np.prod(shape)) or self._data_start + end > size:
-        raise CheckpointError(f"{path}: tensor {name!r}: data offsets {start}..{end} do not "
-                              f"match shape {shape} {info['dtype']} or the file size {size}")
+        raise CheckpointError(
+            f"{path}: tensor {name!r}: data offsets {start}..{end} do not "
+            f"match shape {shape} {info['dtype']} or the file size {size}"
+        )
       self.tensors[name] = {"dtype": dtype, "shape": shape, "offsets": (start, end)}
 
   def read(self, name: str) -> np.ndarray:
@@ -80,14 +91,21 @@ class SafetensorsFile:
     return buf.view(info["dtype"]).reshape(info["shape"])
 
 
-def write_safetensors(path: str, specs: list[tuple[str, tuple[int, ...], np.dtype]],
-                      arrays: Iterable[np.ndarray], metadata: dict[str, str] | None = None):
+def write_safetensors(
+    path: str,
+    specs: list[tuple[str, tuple[int, ...], np.dtype]],
+    arrays: Iterable[np.ndarray],
+    metadata: dict[str, str] | None = None,
+):
   """Write tensors named in `specs` (in order) from the `arrays` stream, one at a time."""
   header, offset = {}, 0
   for name, shape, dtype in specs:
     nbytes = np.dtype(dtype).itemsize * int(np.prod(shape))
-    header[name] = {"dtype": CODES[np.dtype(dtype)], "shape": list(shape),
-                    "data_offsets": [offset, offset + nbytes]}
+    header[name] = {
+        "dtype": CODES[np.dtype(dtype)],
+        "shape": list(shape),
+        "data_offsets": [offset, offset + nbytes],
+    }
     offset += nbytes
   header["__metadata__"] = metadata or {"format": "pt"}
   blob = json.dumps(header, separators=(",", ":")).encode()
@@ -98,8 +116,10 @@ def write_safetensors(path: str, specs: list[tuple[str, tuple[int, ...], np.dtyp
     count = 0
     for (name, shape, dtype), array in zip(specs, arrays):
       if tuple(array.shape) != tuple(shape) or array.dtype != np.dtype(dtype):
-        raise CheckpointError(f"{path}: tensor {name!r} is {array.shape} {array.dtype}, "
-                              f"planned {shape} {np.dtype(dtype)}")
+        raise CheckpointError(
+            f"{path}: tensor {name!r} is {array.shape} {array.dtype}, "
+            f"planned {shape} {np.dtype(dtype)}"
+        )
       f.write(np.ascontiguousarray(array).tobytes())
       count += 1
     if count != len(specs):

@@ -3,12 +3,14 @@
 Shapes: B batch, T query length, S key length, N query heads, K kv heads,
 G = N // K query heads per kv head, H head dim.
 """
+
 from __future__ import annotations
 
 from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+
 # The only JAX entry point to cuDNN's ragged (packed-document) attention; `jax.nn` imports it too.
 from jax._src.cudnn import fused_attention_stablehlo as cudnn_attention
 
@@ -19,8 +21,9 @@ from distil_jax.sharding import constrain
 _NEG_INF = -0.7 * float(jnp.finfo(jnp.float32).max)
 
 
-def rope(x_BxTxNxH: jax.Array, positions_BxT: jax.Array, theta: float,
-         scaling: YarnScaling | None = None) -> jax.Array:
+def rope(
+    x_BxTxNxH: jax.Array, positions_BxT: jax.Array, theta: float, scaling: YarnScaling | None = None
+) -> jax.Array:
   """Rotate-half RoPE as Qwen2/HF compute it: angles in float32, then cast back. With YaRN
   `scaling`, its frequencies and its attention factor on cos and sin (rope_scaling.py)."""
   h = x_BxTxNxH.shape[-1]
@@ -40,8 +43,9 @@ def rope(x_BxTxNxH: jax.Array, positions_BxT: jax.Array, theta: float,
   return x_BxTxNxH * cos + rotated * sin
 
 
-def segment_causal_mask(q_positions_BxT, q_segments_BxT, k_positions_BxS,
-                        k_segments_BxS) -> jax.Array:
+def segment_causal_mask(
+    q_positions_BxT, q_segments_BxT, k_positions_BxS, k_segments_BxS
+) -> jax.Array:
   """[B, T, S] bool: same non-padding segment and key position <= query position."""
   same_segment = q_segments_BxT[:, :, None] == k_segments_BxS[:, None, :]
   not_padding = k_segments_BxS[:, None, :] != 0
@@ -54,8 +58,9 @@ def attend_xla(q_BxTxNxH, k_BxSxKxH, v_BxSxKxH, mask_BxTxS) -> jax.Array:
   b, t, n, h = q_BxTxNxH.shape
   k = k_BxSxKxH.shape[2]
   q_BxTxKxGxH = q_BxTxNxH.reshape(b, t, k, n // k, h)
-  scores = jnp.einsum("btkgh,bskh->bkgts", q_BxTxKxGxH, k_BxSxKxH,
-                      preferred_element_type=jnp.float32) * (h ** -0.5)
+  scores = jnp.einsum(
+      "btkgh,bskh->bkgts", q_BxTxKxGxH, k_BxSxKxH, preferred_element_type=jnp.float32
+  ) * (h**-0.5)
   scores = jnp.where(mask_BxTxS[:, None, None, :, :], scores, _NEG_INF)
   probs = jax.nn.softmax(scores, axis=-1)
   probs = jnp.where(mask_BxTxS[:, None, None, :, :], probs, 0.0).astype(v_BxSxKxH.dtype)
@@ -66,6 +71,7 @@ def attend_xla(q_BxTxNxH, k_BxSxKxH, v_BxSxKxH, mask_BxTxS) -> jax.Array:
 class PackedLayout(NamedTuple):
   """Where each run of equal segment ids lies in its row, in the form cuDNN's ragged (THD)
   attention takes: M slots per row, unused slots -1."""
+
   seqlens_BxM: jax.Array  # int32 tokens in each run
   offsets_BxM1: jax.Array  # int32 first token of each run; the last column is always -1
 
@@ -80,8 +86,9 @@ def packed_layout(segment_ids_BxT: jax.Array, num_slots: int) -> PackedLayout:
   garbage, and the data pipeline is what must prevent it (cap documents per row).
   """
   b = segment_ids_BxT.shape[0]
-  changes_BxT = jnp.concatenate([jnp.ones((b, 1), bool),
-                                 segment_ids_BxT[:, 1:] != segment_ids_BxT[:, :-1]], axis=1)
+  changes_BxT = jnp.concatenate(
+      [jnp.ones((b, 1), bool), segment_ids_BxT[:, 1:] != segment_ids_BxT[:, :-1]], axis=1
+  )
   run_BxT = jnp.cumsum(changes_BxT, axis=1, dtype=jnp.int32) - 1
   slot_BxT = jnp.minimum(run_BxT, num_slots - 1)
   slots_M = jnp.arange(num_slots, dtype=jnp.int32)
@@ -92,7 +99,9 @@ def packed_layout(segment_ids_BxT: jax.Array, num_slots: int) -> PackedLayout:
   return PackedLayout(
       seqlens_BxM=jnp.where(used_BxM, seqlens_BxM, unused),
       offsets_BxM1=jnp.concatenate(
-          [jnp.where(used_BxM, offsets_BxM, unused), jnp.full((b, 1), unused)], axis=1))
+          [jnp.where(used_BxM, offsets_BxM, unused), jnp.full((b, 1), unused)], axis=1
+      ),
+  )
 
 
 def attend_cudnn(q_BxTxNxH, k_BxTxKxH, v_BxTxKxH, segment_ids_BxT) -> jax.Array:
@@ -102,12 +111,14 @@ def attend_cudnn(q_BxTxNxH, k_BxTxKxH, v_BxTxKxH, segment_ids_BxT) -> jax.Array:
   if segment_ids_BxT is not None:
     same = segment_ids_BxT[:, :, None] == segment_ids_BxT[:, None, :]
     mask = same[:, None, :, :]
-  return jax.nn.dot_product_attention(q_BxTxNxH, k_BxTxKxH, v_BxTxKxH, mask=mask,
-                                      is_causal=True, implementation="cudnn")
+  return jax.nn.dot_product_attention(
+      q_BxTxNxH, k_BxTxKxH, v_BxTxKxH, mask=mask, is_causal=True, implementation="cudnn"
+  )
 
 
-def attend_cudnn_packed(q_BxTxNxH, k_BxTxKxH, v_BxTxKxH, segment_ids_BxT,
-                        max_documents: int) -> jax.Array:
+def attend_cudnn_packed(
+    q_BxTxNxH, k_BxTxKxH, v_BxTxKxH, segment_ids_BxT, max_documents: int
+) -> jax.Array:
   """cuDNN flash attention over packed documents in its ragged layout (Hopper or later):
   causal within each run of `packed_layout`, no T*T mask or bias. `max_documents` per row,
   plus one slot for the trailing padding."""
@@ -124,12 +135,28 @@ def attend_cudnn_packed(q_BxTxNxH, k_BxTxKxH, v_BxTxKxH, segment_ids_BxT,
   k = constrain(jnp.repeat(k_BxTxKxH, group, axis=2), heads)
   v = constrain(jnp.repeat(v_BxTxKxH, group, axis=2), heads)
   return cudnn_attention.dot_product_attention(
-      q_BxTxNxH, k, v, q_seqlen=seqlens, kv_seqlen=seqlens, q_offsets=offsets,
-      kv_offsets=offsets, scale=h ** -0.5, mask_type=cudnn_attention.MaskType.PADDING_CAUSAL)
+      q_BxTxNxH,
+      k,
+      v,
+      q_seqlen=seqlens,
+      kv_seqlen=seqlens,
+      q_offsets=offsets,
+      kv_offsets=offsets,
+      scale=h**-0.5,
+      mask_type=cudnn_attention.MaskType.PADDING_CAUSAL,
+  )
 
 
-def self_attention(impl: AttentionImpl, q, k, v, positions_BxT, segment_ids_BxT=None, *,
-                   max_segments_per_row: int = 0):
+def self_attention(
+    impl: AttentionImpl,
+    q,
+    k,
+    v,
+    positions_BxT,
+    segment_ids_BxT=None,
+    *,
+    max_segments_per_row: int = 0,
+):
   """Training / full-sequence attention (no cache). Positions restart per document, so
   causality inside a packed row comes from the (segment, position) pair. Without segment
   ids the row is one document. On the XLA and cuDNN paths padding tokens (segment 0) output 0."""
@@ -145,6 +172,7 @@ def self_attention(impl: AttentionImpl, q, k, v, positions_BxT, segment_ids_BxT=
     segment_ids_BxT = jnp.ones(q.shape[:2], jnp.int32)
   if impl is AttentionImpl.SPLASH:
     from distil_jax.model.splash import attend_splash  # noqa: PLC0415 (Pallas import is slow)
+
     return attend_splash(q, k, v, segment_ids_BxT)
   mask = segment_causal_mask(positions_BxT, segment_ids_BxT, positions_BxT, segment_ids_BxT)
   return attend_xla(q, k, v, mask)

@@ -1,5 +1,6 @@
 """Build a Qwen2 whose parameters are born sharded: abstract shapes, then shardings,
 then a jitted init that writes each shard straight to its device."""
+
 from __future__ import annotations
 
 import jax
@@ -15,8 +16,9 @@ def abstract_model(cfg: ModelConfig) -> Qwen2:
   return nnx.eval_shape(lambda: Qwen2(cfg, rngs=nnx.Rngs(0)))
 
 
-def create_model(cfg: ModelConfig, mesh: jax.sharding.Mesh, rules: Rules = DEFAULT_RULES,
-                 seed: int = 0) -> Qwen2:
+def create_model(
+    cfg: ModelConfig, mesh: jax.sharding.Mesh, rules: Rules = DEFAULT_RULES, seed: int = 0
+) -> Qwen2:
   """A freshly initialised, sharded model. The unsharded model never exists."""
   graphdef, abs_state = nnx.split(abstract_model(cfg))
   shardings = state_shardings(abs_state, mesh, rules)

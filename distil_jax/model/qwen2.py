@@ -3,6 +3,7 @@
 Every parameter carries `axes` metadata naming its logical axes; activations are
 pinned with `constrain`. Nothing here reads a mesh or does I/O.
 """
+
 from __future__ import annotations
 
 import functools
@@ -26,8 +27,13 @@ class ParamSpec(NamedTuple):
 
 def layer_param_specs(cfg: ModelConfig) -> dict[str, ParamSpec]:
   """One decoder layer's parameters (stacked on a leading `layers` axis in the model)."""
-  d, f, n, k, h = (cfg.hidden_size, cfg.intermediate_size, cfg.num_heads,
-                   cfg.num_kv_heads, cfg.head_dim)
+  d, f, n, k, h = (
+      cfg.hidden_size,
+      cfg.intermediate_size,
+      cfg.num_heads,
+      cfg.num_kv_heads,
+      cfg.head_dim,
+  )
   return {
       "attn_norm": ParamSpec((d,), ("norm",), "ones"),
       "q_kernel": ParamSpec((d, n, h), ("embed", "q_heads", "head_dim"), "normal"),
@@ -63,8 +69,11 @@ class LayerStack(nnx.Module):
       setattr(self, name, _make_param(stacked, cfg, rngs))
 
   def arrays(self) -> dict[str, jax.Array]:
-    return {name: getattr(self, name)[...] for name in vars(self)
-            if isinstance(getattr(self, name), nnx.Param)}
+    return {
+        name: getattr(self, name)[...]
+        for name in vars(self)
+        if isinstance(getattr(self, name), nnx.Param)
+    }
 
 
 def rms_norm(x_BxTxD, scale_D, eps):
@@ -81,11 +90,24 @@ def decoder_layer(cfg: ModelConfig, x_BxTxD, p, positions_BxT, segment_ids_BxT, 
   q = jnp.einsum("btd,dnh->btnh", h, w["q_kernel"]) + w["q_bias"]
   k = jnp.einsum("btd,dkh->btkh", h, w["k_kernel"]) + w["k_bias"]
   v = jnp.einsum("btd,dkh->btkh", h, w["v_kernel"]) + w["v_bias"]
-  q = constrain(rope(q, positions_BxT, cfg.rope_theta, cfg.rope_scaling), ("batch", "seq", "act_heads", "head_dim"))
-  k = constrain(rope(k, positions_BxT, cfg.rope_theta, cfg.rope_scaling), ("batch", "seq", "act_kv_heads", "head_dim"))
+  q = constrain(
+      rope(q, positions_BxT, cfg.rope_theta, cfg.rope_scaling),
+      ("batch", "seq", "act_heads", "head_dim"),
+  )
+  k = constrain(
+      rope(k, positions_BxT, cfg.rope_theta, cfg.rope_scaling),
+      ("batch", "seq", "act_kv_heads", "head_dim"),
+  )
   if kv is None:
-    attn = self_attention(cfg.attention_impl, q, k, v, positions_BxT, segment_ids_BxT,
-                          max_segments_per_row=cfg.max_segments_per_row)
+    attn = self_attention(
+        cfg.attention_impl,
+        q,
+        k,
+        v,
+        positions_BxT,
+        segment_ids_BxT,
+        max_segments_per_row=cfg.max_segments_per_row,
+    )
   else:
     cache_k, cache_v = write_slots(kv[0], k, positions_BxT), write_slots(kv[1], v, positions_BxT)
     slots_S = jnp.arange(cache_k.shape[1])
@@ -110,8 +132,10 @@ def _and_attention_kernels(policy):
   """`policy`, also saving the fused attention kernel's outputs (its result and softmax
   statistics, O(T) per head). The kernel is a custom call, not a dot, so a `dots` policy alone
   would run the whole attention forward again in the backward pass."""
+
   def saveable(prim, *avals, **params):
     return prim.name in _ATTENTION_KERNELS or policy(prim, *avals, **params)
+
   return saveable
 
 
@@ -119,7 +143,8 @@ _POLICIES = {
     RematPolicy.FULL: jax.checkpoint_policies.nothing_saveable,
     RematPolicy.DOTS: _and_attention_kernels(jax.checkpoint_policies.checkpoint_dots),
     RematPolicy.DOTS_NO_BATCH: _and_attention_kernels(
-        jax.checkpoint_policies.dots_with_no_batch_dims_saveable),
+        jax.checkpoint_policies.dots_with_no_batch_dims_saveable
+    ),
 }
 
 
@@ -171,7 +196,7 @@ class Qwen2(nnx.Module):
       for end in sorted(set(collect)):
         if not 0 <= end < cfg.num_layers:
           raise ValueError(f"layer {end} outside [0, {cfg.num_layers})")
-        segment = jax.tree.map(lambda a: a[start:end + 1], layers)
+        segment = jax.tree.map(lambda a: a[start : end + 1], layers)
         x, _ = jax.lax.scan(body, x, (segment, None))
         outputs.append(x)
         start = end + 1
@@ -183,8 +208,14 @@ class Qwen2(nnx.Module):
     new_cache = None if cache is None else KVCache(k=kv_out[0], v=kv_out[1])
     return h, per_layer, new_cache
 
-  def hidden_states(self, input_ids_BxT, positions_BxT=None, segment_ids_BxT=None, *,
-                    collect: bool | tuple[int, ...] = False):
+  def hidden_states(
+      self,
+      input_ids_BxT,
+      positions_BxT=None,
+      segment_ids_BxT=None,
+      *,
+      collect: bool | tuple[int, ...] = False,
+  ):
     """(final-normed hidden [B,T,D], per-layer outputs): every layer's output
     [num_layers,B,T,D] if `collect` is True, only the listed layers' [len(collect),B,T,D] (in
     the listed order) if it is a tuple of layer indices, None if False."""
@@ -202,8 +233,9 @@ class Qwen2(nnx.Module):
     logits = jnp.einsum("btd,dv->btv", h_BxTxD, w, preferred_element_type=jnp.float32)
     return constrain(logits, ("batch", "seq", "act_vocab"))
 
-  def __call__(self, input_ids_BxT, positions_BxT=None, segment_ids_BxT=None, *,
-               cache: KVCache | None = None):
+  def __call__(
+      self, input_ids_BxT, positions_BxT=None, segment_ids_BxT=None, *, cache: KVCache | None = None
+  ):
     h, _, new_cache = self._run(input_ids_BxT, positions_BxT, segment_ids_BxT, cache, False)
     logits = self.logits(h)
     return logits if cache is None else (logits, new_cache)

@@ -14,6 +14,7 @@ d = head_dim, b = rope_theta, s = factor, L = original_max_position_embeddings,
 Every other setting a Qwen2 config.json can carry that this model does not implement is refused
 by `check_supported`, naming the key, instead of loading into a model with different logits.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -40,7 +41,8 @@ class YarnScaling:
 
     def correction_dim(rotations: float) -> float:
       return (d * math.log(self.original_max_position_embeddings / (rotations * 2 * math.pi))) / (
-          2 * math.log(theta))
+          2 * math.log(theta)
+      )
 
     lo, hi = correction_dim(self.beta_fast), correction_dim(self.beta_slow)
     if self.truncate:
@@ -48,19 +50,38 @@ class YarnScaling:
     lo, hi = max(lo, 0), min(hi, d - 1)
     if lo == hi:
       hi += 0.001  # as transformers: avoids a division by zero
-    ramp = np.clip((np.arange(d // 2, dtype=np.float32) - np.float32(lo)) / np.float32(hi - lo), 0, 1)
+    ramp = np.clip(
+        (np.arange(d // 2, dtype=np.float32) - np.float32(lo)) / np.float32(hi - lo), 0, 1
+    )
     keep = (1 - ramp).astype(np.float32)
     return (interpolation * (1 - keep) + extrapolation * keep).astype(np.float32)
 
   def to_hf(self) -> dict[str, Any]:
-    return {"rope_type": "yarn", "type": "yarn", "factor": self.factor,
-            "original_max_position_embeddings": self.original_max_position_embeddings,
-            "attention_factor": self.attention_factor, "beta_fast": self.beta_fast,
-            "beta_slow": self.beta_slow, "truncate": self.truncate}
+    return {
+        "rope_type": "yarn",
+        "type": "yarn",
+        "factor": self.factor,
+        "original_max_position_embeddings": self.original_max_position_embeddings,
+        "attention_factor": self.attention_factor,
+        "beta_fast": self.beta_fast,
+        "beta_slow": self.beta_slow,
+        "truncate": self.truncate,
+    }
 
 
-_YARN_KEYS = {"type", "rope_type", "rope_theta", "factor", "original_max_position_embeddings",
-              "attention_factor", "beta_fast", "beta_slow", "mscale", "mscale_all_dim", "truncate"}
+_YARN_KEYS = {
+    "type",
+    "rope_type",
+    "rope_theta",
+    "factor",
+    "original_max_position_embeddings",
+    "attention_factor",
+    "beta_fast",
+    "beta_slow",
+    "mscale",
+    "mscale_all_dim",
+    "truncate",
+}
 
 
 def _mscale(scale: float, mscale: float = 1.0) -> float:
@@ -85,26 +106,42 @@ def rope_from_hf(hf: dict[str, Any], source: str) -> tuple[float, YarnScaling | 
   if kind == "default":
     extra = set(params) - {"type", "rope_type", "rope_theta"}
     if extra:
-      raise ValueError(f"{source}: {where}.{sorted(extra)[0]} is not supported with the default rope")
+      raise ValueError(
+          f"{source}: {where}.{sorted(extra)[0]} is not supported with the default rope"
+      )
     return theta, None
   if kind != "yarn":
-    raise ValueError(f"{source}: {where}.rope_type {kind!r} is not supported (only 'default' and 'yarn')")
+    raise ValueError(
+        f"{source}: {where}.rope_type {kind!r} is not supported (only 'default' and 'yarn')"
+    )
   unknown = set(params) - _YARN_KEYS
   if unknown:
     raise ValueError(f"{source}: {where}.{sorted(unknown)[0]} is not supported for yarn")
-  original = int(params.get("original_max_position_embeddings")
-                 or hf.get("original_max_position_embeddings") or hf.get("max_position_embeddings", 32768))
+  original = int(
+      params.get("original_max_position_embeddings")
+      or hf.get("original_max_position_embeddings")
+      or hf.get("max_position_embeddings", 32768)
+  )
   factor = params.get("factor")
-  factor = float(factor) if factor is not None else hf.get("max_position_embeddings", 32768) / original
+  factor = (
+      float(factor) if factor is not None else hf.get("max_position_embeddings", 32768) / original
+  )
   attention_factor = params.get("attention_factor")
   if attention_factor is None:
     mscale, mscale_all_dim = params.get("mscale"), params.get("mscale_all_dim")
-    attention_factor = (_mscale(factor, mscale) / _mscale(factor, mscale_all_dim) if mscale and mscale_all_dim
-                        else _mscale(factor))
-  return theta, YarnScaling(factor=factor, original_max_position_embeddings=original,
-                            attention_factor=float(attention_factor),
-                            beta_fast=float(params.get("beta_fast") or 32), beta_slow=float(params.get("beta_slow") or 1),
-                            truncate=bool(params.get("truncate", True)))
+    attention_factor = (
+        _mscale(factor, mscale) / _mscale(factor, mscale_all_dim)
+        if mscale and mscale_all_dim
+        else _mscale(factor)
+    )
+  return theta, YarnScaling(
+      factor=factor,
+      original_max_position_embeddings=original,
+      attention_factor=float(attention_factor),
+      beta_fast=float(params.get("beta_fast") or 32),
+      beta_slow=float(params.get("beta_slow") or 1),
+      truncate=bool(params.get("truncate", True)),
+  )
 
 
 def check_supported(hf: dict[str, Any], source: str) -> None:
@@ -118,10 +155,15 @@ def check_supported(hf: dict[str, Any], source: str) -> None:
   else:
     sliding = []
   if sliding:
-    key = ("use_sliding_window: true" if hf.get("use_sliding_window")
-           else f"layer_types[{sliding[0]}] = {layer_types[sliding[0]]!r}")
-    raise ValueError(f"{source}: {key} (sliding window on layers {sliding[0]}..{sliding[-1]}) is not "
-                     f"implemented; only full attention")
+    key = (
+        "use_sliding_window: true"
+        if hf.get("use_sliding_window")
+        else f"layer_types[{sliding[0]}] = {layer_types[sliding[0]]!r}"
+    )
+    raise ValueError(
+        f"{source}: {key} (sliding window on layers {sliding[0]}..{sliding[-1]}) is not "
+        f"implemented; only full attention"
+    )
   if hf.get("hidden_act", "silu") != "silu":
     raise ValueError(f"{source}: hidden_act {hf['hidden_act']!r} is not implemented (only 'silu')")
   for key in ("partial_rotary_factor",):

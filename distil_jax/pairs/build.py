@@ -15,6 +15,7 @@ Drop rules, in order (counted in the manifest under these names): `no_teacher_an
 `identical` (normalised texts equal), `near_duplicate` (character 5-gram Jaccard >= threshold),
 and with `min_margin`: `no_margin` (no judge scores recorded) and `low_margin`.
 """
+
 from __future__ import annotations
 
 import collections
@@ -42,8 +43,11 @@ def read_prompts(inputs: Sequence[str | os.PathLike], counts: collections.Counte
     if path.name.endswith(shards.SHARD_SUFFIX):
       raws = enumerate(shards.read_records(path), start=1)
     else:
-      raws = ((i, line) for i, line in enumerate(path.read_bytes().splitlines(), start=1)
-              if line.strip())
+      raws = (
+          (i, line)
+          for i, line in enumerate(path.read_bytes().splitlines(), start=1)
+          if line.strip()
+      )
     for _, raw in raws:
       try:
         record = formats.parse_line(raw)
@@ -51,11 +55,21 @@ def read_prompts(inputs: Sequence[str | os.PathLike], counts: collections.Counte
       except formats.BadExample as e:
         counts["no_teacher_answer" if e.reason == formats.NO_ASSISTANT else "bad_record"] += 1
         continue
-      if messages[-1]["role"] != "assistant" or messages[-2:-1] == [] or messages[-2]["role"] != "user":
+      if (
+          messages[-1]["role"] != "assistant"
+          or messages[-2:-1] == []
+          or messages[-2]["role"] != "user"
+      ):
         counts["bad_record"] += 1
         continue
-      prompts.append({"id": formats.example_id(record, messages), "prompt": messages[:-1],
-                      "chosen": messages[-1]["content"], "scores": _judge_scores(record)})
+      prompts.append(
+          {
+              "id": formats.example_id(record, messages),
+              "prompt": messages[:-1],
+              "chosen": messages[-1]["content"],
+              "scores": _judge_scores(record),
+          }
+      )
   return prompts
 
 
@@ -65,10 +79,16 @@ def _judge_scores(record: dict) -> dict[str, float]:
   scores = lineage.get("scores") if isinstance(lineage, dict) else None
   if not isinstance(scores, dict):
     return {}
-  names = {"judge_score": "teacher_score", "student_score": "student_score",
-           "fit_difficulty": "margin"}
-  return {new: float(scores[old]) for old, new in names.items()
-          if isinstance(scores.get(old), (int, float))}
+  names = {
+      "judge_score": "teacher_score",
+      "student_score": "student_score",
+      "fit_difficulty": "margin",
+  }
+  return {
+      new: float(scores[old])
+      for old, new in names.items()
+      if isinstance(scores.get(old), (int, float))
+  }
 
 
 def row_seed(seed: int, pair_id: str) -> int:
@@ -76,8 +96,9 @@ def row_seed(seed: int, pair_id: str) -> int:
   return zlib.crc32(f"{seed}:{pair_id}".encode())
 
 
-def keep_reason(chosen: str, rejected: str, scores: dict, *, near_duplicate: float,
-                min_margin: float | None) -> str:
+def keep_reason(
+    chosen: str, rejected: str, scores: dict, *, near_duplicate: float, min_margin: float | None
+) -> str:
   """'' when the pair is kept, else the drop counter's name."""
   if not rejected.strip():
     return "empty_rejected"
@@ -93,9 +114,17 @@ def keep_reason(chosen: str, rejected: str, scores: dict, *, near_duplicate: flo
   return ""
 
 
-def build_pairs(inputs: Sequence[str | os.PathLike], output: str | os.PathLike, *, answer: Answer,
-                settings: dict, shard_size: int = 1000, near_duplicate: float = 0.9,
-                min_margin: float | None = None, log=print) -> dict:
+def build_pairs(
+    inputs: Sequence[str | os.PathLike],
+    output: str | os.PathLike,
+    *,
+    answer: Answer,
+    settings: dict,
+    shard_size: int = 1000,
+    near_duplicate: float = 0.9,
+    min_margin: float | None = None,
+    log=print,
+) -> dict:
   """Writes the pair shards and manifest into `output`; returns the manifest.
 
   `settings` (JSON): the student path and sampling settings, recorded in every pair's provenance
@@ -107,8 +136,13 @@ def build_pairs(inputs: Sequence[str | os.PathLike], output: str | os.PathLike, 
   output.mkdir(parents=True, exist_ok=True)
   read_counts: collections.Counter = collections.Counter()
   prompts = read_prompts(inputs, read_counts)
-  run_key = {"settings": settings, "inputs": [str(Path(p).resolve()) for p in inputs],
-             "shard_size": shard_size, "near_duplicate": near_duplicate, "min_margin": min_margin}
+  run_key = {
+      "settings": settings,
+      "inputs": [str(Path(p).resolve()) for p in inputs],
+      "shard_size": shard_size,
+      "near_duplicate": near_duplicate,
+      "min_margin": min_margin,
+  }
   manifest = _load_manifest(output, run_key)
   manifest["read"] = dict(read_counts)
   num_shards = (len(prompts) + shard_size - 1) // shard_size
@@ -117,33 +151,49 @@ def build_pairs(inputs: Sequence[str | os.PathLike], output: str | os.PathLike, 
     name = SHARD_NAME.format(index=index)
     if name in manifest["shards"]:
       continue
-    chunk = prompts[index * shard_size:(index + 1) * shard_size]
-    pairs, counts, answered, student_tokens = _shard_pairs(chunk, answer, settings,
-                                                           near_duplicate, min_margin)
+    chunk = prompts[index * shard_size : (index + 1) * shard_size]
+    pairs, counts, answered, student_tokens = _shard_pairs(
+        chunk, answer, settings, near_duplicate, min_margin
+    )
     pair_format.write_jsonl_atomically(output / name, pairs)
-    manifest["shards"][name] = {"prompts": len(chunk), "pairs": len(pairs), "dropped": counts,
-                                "answered": answered, "student_tokens": student_tokens}
+    manifest["shards"][name] = {
+        "prompts": len(chunk),
+        "pairs": len(pairs),
+        "dropped": counts,
+        "answered": answered,
+        "student_tokens": student_tokens,
+    }
     manifest["complete"] = len(manifest["shards"]) == num_shards
     _write_json_atomically(output / MANIFEST, manifest)  # after the shard: listed means written
     log(f"make-pairs: {name}: {len(pairs)} pairs of {len(chunk)} prompts, dropped {counts}")
   manifest["complete"] = True
   answered = sum(s["answered"] for s in manifest["shards"].values())
-  manifest["totals"] = {"prompts": len(prompts),
-                        # the student's mean answer length over every prompt it answered (kept
-                        # or not): run make-pairs before and after DPO to see how length moved
-                        "student_mean_tokens": round(sum(s["student_tokens"] for s in
-                                                         manifest["shards"].values())
-                                                     / max(answered, 1), 3),
-                        "pairs": sum(s["pairs"] for s in manifest["shards"].values()),
-                        "dropped": dict(sum((collections.Counter(s["dropped"])
-                                             for s in manifest["shards"].values()),
-                                            collections.Counter()))}
+  manifest["totals"] = {
+      "prompts": len(prompts),
+      # the student's mean answer length over every prompt it answered (kept
+      # or not): run make-pairs before and after DPO to see how length moved
+      "student_mean_tokens": round(
+          sum(s["student_tokens"] for s in manifest["shards"].values()) / max(answered, 1), 3
+      ),
+      "pairs": sum(s["pairs"] for s in manifest["shards"].values()),
+      "dropped": dict(
+          sum(
+              (collections.Counter(s["dropped"]) for s in manifest["shards"].values()),
+              collections.Counter(),
+          )
+      ),
+  }
   _write_json_atomically(output / MANIFEST, manifest)
   return manifest
 
 
-def _shard_pairs(chunk: list[dict], answer: Answer, settings: dict, near_duplicate: float,
-                 min_margin: float | None) -> tuple[list[dict], dict, int, int]:
+def _shard_pairs(
+    chunk: list[dict],
+    answer: Answer,
+    settings: dict,
+    near_duplicate: float,
+    min_margin: float | None,
+) -> tuple[list[dict], dict, int, int]:
   seeds = [row_seed(int(settings.get("seed", 0)), p["id"]) for p in chunk]
   answers = answer([p["prompt"] for p in chunk], seeds) if chunk else []
   pairs, counts, answered, student_tokens = [], collections.Counter(), 0, 0
@@ -154,16 +204,27 @@ def _shard_pairs(chunk: list[dict], answer: Answer, settings: dict, near_duplica
     text, finish_reason, num_tokens = result
     answered += 1
     student_tokens += num_tokens
-    reason = keep_reason(p["chosen"], text, p["scores"], near_duplicate=near_duplicate,
-                         min_margin=min_margin)
+    reason = keep_reason(
+        p["chosen"], text, p["scores"], near_duplicate=near_duplicate, min_margin=min_margin
+    )
     if reason:
       counts[reason] += 1
       continue
     sampling = {**settings.get("sampling", {}), "seed": seed}
-    pairs.append(pair_format.make_pair(
-        pair_id=p["id"], prompt=p["prompt"], chosen=p["chosen"], rejected=text,
-        source="make-pairs", student=str(settings.get("student", "")), sampling=sampling,
-        scores=p["scores"], finish_reason=finish_reason, rejected_tokens=num_tokens))
+    pairs.append(
+        pair_format.make_pair(
+            pair_id=p["id"],
+            prompt=p["prompt"],
+            chosen=p["chosen"],
+            rejected=text,
+            source="make-pairs",
+            student=str(settings.get("student", "")),
+            sampling=sampling,
+            scores=p["scores"],
+            finish_reason=finish_reason,
+            rejected_tokens=num_tokens,
+        )
+    )
   return pairs, dict(counts), answered, student_tokens
 
 
@@ -173,8 +234,10 @@ def _load_manifest(output: Path, run_key: dict) -> dict:
     return {"format": pair_format.PAIR_FORMAT, "run": run_key, "shards": {}, "complete": False}
   manifest = json.loads(path.read_text())
   if manifest.get("run") != run_key:
-    raise ValueError(f"{path}: written with other settings ({manifest.get('run')}); "
-                     "use a new --output to build pairs with these")
+    raise ValueError(
+        f"{path}: written with other settings ({manifest.get('run')}); "
+        "use a new --output to build pairs with these"
+    )
   return manifest
 
 

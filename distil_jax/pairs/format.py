@@ -20,6 +20,7 @@ Near-duplicate rule (`is_near_duplicate`): two answers are one when their normal
 (case-folded, whitespace collapsed) are equal, or when the Jaccard similarity of their sets of
 character 5-grams reaches `threshold` (default 0.9). Character n-grams work for Chinese as well.
 """
+
 from __future__ import annotations
 
 import json
@@ -36,18 +37,38 @@ class PairError(ValueError):
   """A pair record that cannot be used; the message names the file and line/record."""
 
 
-def make_pair(*, pair_id: str, prompt: list[dict], chosen: str, rejected: str, source: str,
-              student: str, sampling: dict, scores: dict, finish_reason: str = "",
-              rejected_tokens: int | None = None) -> dict:
+def make_pair(
+    *,
+    pair_id: str,
+    prompt: list[dict],
+    chosen: str,
+    rejected: str,
+    source: str,
+    student: str,
+    sampling: dict,
+    scores: dict,
+    finish_reason: str = "",
+    rejected_tokens: int | None = None,
+) -> dict:
   if source not in SOURCES:
     raise ValueError(f"pair source {source!r}: expected one of {SOURCES}")
-  provenance = {"prompt_id": pair_id, "source": source, "student": student,
-                "sampling": dict(sampling), "finish_reason": finish_reason,
-                "scores": {k: float(v) for k, v in scores.items()}}
+  provenance = {
+      "prompt_id": pair_id,
+      "source": source,
+      "student": student,
+      "sampling": dict(sampling),
+      "finish_reason": finish_reason,
+      "scores": {k: float(v) for k, v in scores.items()},
+  }
   if rejected_tokens is not None:
     provenance["rejected_tokens"] = int(rejected_tokens)  # the student's answer, in tokens
-  return {"id": pair_id, "prompt": prompt, "chosen": chosen, "rejected": rejected,
-          "provenance": provenance}
+  return {
+      "id": pair_id,
+      "prompt": prompt,
+      "chosen": chosen,
+      "rejected": rejected,
+      "provenance": provenance,
+  }
 
 
 def normalise(text: str) -> str:
@@ -56,7 +77,7 @@ def normalise(text: str) -> str:
 
 def char_ngrams(text: str, n: int = NGRAM_CHARS) -> set[str]:
   text = normalise(text)
-  return {text[i:i + n] for i in range(max(1, len(text) - n + 1))}
+  return {text[i : i + n] for i in range(max(1, len(text) - n + 1))}
 
 
 def jaccard(a: set[str], b: set[str]) -> float:
@@ -78,12 +99,21 @@ def validate_pair(obj, where: str) -> dict:
     if not isinstance(obj.get(key), str) or not obj[key]:
       raise PairError(f"{where}: '{key}' must be a non-empty string")
   prompt = obj.get("prompt")
-  if (not isinstance(prompt, list) or not prompt
-      or not all(isinstance(m, dict) and m.get("role") in ("system", "user", "assistant")
-                 and isinstance(m.get("content"), str) for m in prompt)):
+  if (
+      not isinstance(prompt, list)
+      or not prompt
+      or not all(
+          isinstance(m, dict)
+          and m.get("role") in ("system", "user", "assistant")
+          and isinstance(m.get("content"), str)
+          for m in prompt
+      )
+  ):
     raise PairError(f"{where}: 'prompt' must be a non-empty list of {{role, content}}")
   if prompt[-1]["role"] != "user":
-    raise PairError(f"{where}: the prompt must end with a user turn, ends with {prompt[-1]['role']!r}")
+    raise PairError(
+        f"{where}: the prompt must end with a user turn, ends with {prompt[-1]['role']!r}"
+    )
   return obj
 
 
@@ -92,6 +122,7 @@ def read_pairs(path: str | Path) -> list[dict]:
   path = Path(path)
   if path.name.endswith(".array_record"):
     from array_record.python.array_record_module import ArrayRecordReader
+
     reader = ArrayRecordReader(str(path))
     try:
       raws = [(f"{path}:{i}", raw) for i, raw in enumerate(reader.read_all(), start=1)]
@@ -115,10 +146,16 @@ def pair_files(inputs: list[str | Path]) -> list[Path]:
   files: list[Path] = []
   for item in map(Path, inputs):
     if item.is_dir():
-      found = sorted(p for p in item.iterdir() if p.name.startswith("pairs-")
-                     and (p.name.endswith(".jsonl") or p.name.endswith(".array_record")))
+      found = sorted(
+          p
+          for p in item.iterdir()
+          if p.name.startswith("pairs-")
+          and (p.name.endswith(".jsonl") or p.name.endswith(".array_record"))
+      )
       if not found:
-        raise PairError(f"{item}: no pair files (pairs-*.jsonl, pairs-*.array_record) in the directory")
+        raise PairError(
+            f"{item}: no pair files (pairs-*.jsonl, pairs-*.array_record) in the directory"
+        )
       files.extend(found)
     elif item.is_file():
       files.append(item)

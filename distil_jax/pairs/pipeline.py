@@ -8,6 +8,7 @@ side in (chosen, rejected) (see `tokenize.side_features`), and, when a reference
 given, `ref_chosen_logp, ref_rejected_logp` `[B]` float32, joined by pair id and checked against
 the token hash: a pair whose tokens differ from those the reference saw stops the run.
 """
+
 from __future__ import annotations
 
 import os
@@ -39,26 +40,39 @@ class _DecodeAndJoin(grain.transforms.Map):
       if entry is None:
         raise PairJoinError(f"pair {pair['id']!r}: no reference log-probs in {self._reference_dir}")
       if entry[0] != pair["hash"]:
-        raise PairJoinError(f"pair {pair['id']!r}: its tokens hash to {pair['hash']} but the "
-                            f"reference log-probs in {self._reference_dir} were computed for "
-                            f"{entry[0]}; rerun ref-logprobs on these pairs")
+        raise PairJoinError(
+            f"pair {pair['id']!r}: its tokens hash to {pair['hash']} but the "
+            f"reference log-probs in {self._reference_dir} were computed for "
+            f"{entry[0]}; rerun ref-logprobs on these pairs"
+        )
       out["ref_chosen_logp"] = np.float32(entry[1])
       out["ref_rejected_logp"] = np.float32(entry[2])
     return out
 
 
-def make_pair_dataset(pairs_dir: str | os.PathLike, reference_dir: str | os.PathLike | None, *,
-                      seq_len: int, batch_size: int, seed: int = 0, shard_index: int = 0,
-                      shard_count: int = 1, num_epochs: int | None = None,
-                      shuffle: bool = True) -> grain.MapDataset:
+def make_pair_dataset(
+    pairs_dir: str | os.PathLike,
+    reference_dir: str | os.PathLike | None,
+    *,
+    seq_len: int,
+    batch_size: int,
+    seed: int = 0,
+    shard_index: int = 0,
+    shard_count: int = 1,
+    num_epochs: int | None = None,
+    shuffle: bool = True,
+) -> grain.MapDataset:
   """The pair-batch stream of one process (`num_epochs=None` repeats forever)."""
   from distil_jax.pairs.reference import load_reference_logprobs
+
   if not 0 <= shard_index < shard_count:
     raise ValueError(f"shard_index {shard_index} outside [0, {shard_count})")
   manifest = tokenize.read_manifest(pairs_dir)
   if manifest["longest"] > seq_len:
-    raise ValueError(f"{pairs_dir}: sequences of up to {manifest['longest']} tokens do not fit "
-                     f"seq_len={seq_len}")
+    raise ValueError(
+        f"{pairs_dir}: sequences of up to {manifest['longest']} tokens do not fit "
+        f"seq_len={seq_len}"
+    )
   paths = [str(Path(pairs_dir) / s["path"]) for s in manifest["shards"] if s["pairs"]]
   if not paths:
     raise ValueError(f"{pairs_dir}: the manifest lists no pairs")
@@ -67,8 +81,10 @@ def make_pair_dataset(pairs_dir: str | os.PathLike, reference_dir: str | os.Path
     reference = load_reference_logprobs(reference_dir, pairs_dir)
   ds = grain.MapDataset.source(grain.sources.ArrayRecordDataSource(paths))
   if len(ds) < shard_count * batch_size:
-    raise ValueError(f"{pairs_dir}: {len(ds)} pairs cannot fill a batch of {batch_size} on each "
-                     f"of {shard_count} processes")
+    raise ValueError(
+        f"{pairs_dir}: {len(ds)} pairs cannot fill a batch of {batch_size} on each "
+        f"of {shard_count} processes"
+    )
   if shuffle:
     ds = ds.shuffle(seed=seed)
   ds = ds[shard_index::shard_count].repeat(num_epochs)

@@ -11,6 +11,7 @@ renamed (a rerun skips the finished ones), each line
 `{"id", "hash", "ref_chosen_logp", "ref_rejected_logp", "chosen_tokens", "rejected_tokens"}`;
 and `manifest.json` naming the model and the fingerprint of the pairs it was computed for.
 """
+
 from __future__ import annotations
 
 import functools
@@ -42,33 +43,50 @@ def _bucket(n: int, minimum: int = 16) -> int:
 def _row_logprobs(graphdef, state, batch, *, chunk: int):
   model = nnx.merge(graphdef, state)
   h_BxLxD, _ = model.hidden_states(batch["input_ids"], batch["positions"], batch["segment_ids"])
-  return sequence_logprobs(h_BxLxD, model.unembed_matrix(), batch["target_ids"],
-                           batch["loss_mask"], chunk=chunk)
+  return sequence_logprobs(
+      h_BxLxD, model.unembed_matrix(), batch["target_ids"], batch["loss_mask"], chunk=chunk
+  )
 
 
 def pair_batch_rows(records: list[dict], rows: int, seq_len: int) -> dict[str, np.ndarray]:
   """`rows` padded rows: the chosen sides, the rejected sides, then empty rows."""
   sides = [(r[f"{s}_ids"], r[f"{s}_mask"]) for s in tokenize.SIDES for r in records]
   empty = (np.zeros((1,), np.int32), np.zeros((1,), np.uint8))
-  feats = [tokenize.side_features(ids, mask, seq_len) for ids, mask in sides + [empty] * (rows - len(sides))]
+  feats = [
+      tokenize.side_features(ids, mask, seq_len)
+      for ids, mask in sides + [empty] * (rows - len(sides))
+  ]
   return {k: np.stack([f[k] for f in feats]) for k in tokenize.SIDE_FEATURES}
 
 
-def compute_reference_logprobs(model, mesh, pairs_dir, output, *, model_name: str,
-                               batch_size: int = 8, chunk: int = 256, rules=DEFAULT_RULES,
-                               log=print) -> dict:
+def compute_reference_logprobs(
+    model,
+    mesh,
+    pairs_dir,
+    output,
+    *,
+    model_name: str,
+    batch_size: int = 8,
+    chunk: int = 256,
+    rules=DEFAULT_RULES,
+    log=print,
+) -> dict:
   """Writes (or completes) the reference log-probs of `pairs_dir` into `output`."""
   pairs_manifest = tokenize.read_manifest(pairs_dir)
   output = Path(output)
-  run_key = {"model": model_name, "pairs": str(Path(pairs_dir).resolve()),
-             "pairs_fingerprint": pairs_manifest["fingerprint"]}
+  run_key = {
+      "model": model_name,
+      "pairs": str(Path(pairs_dir).resolve()),
+      "pairs_fingerprint": pairs_manifest["fingerprint"],
+  }
   writer = jax.process_index() == 0
   manifest_path = output / MANIFEST
   if manifest_path.is_file():
     old = json.loads(manifest_path.read_text())
     if old.get("run") != run_key:
-      raise ValueError(f"{manifest_path}: computed for {old.get('run')}, not {run_key}; "
-                       "use a new --output")
+      raise ValueError(
+          f"{manifest_path}: computed for {old.get('run')}, not {run_key}; " "use a new --output"
+      )
   elif writer:
     output.mkdir(parents=True, exist_ok=True)
     _write_json(manifest_path, {"format": MANIFEST_FORMAT, "run": run_key, "complete": False})
@@ -76,8 +94,10 @@ def compute_reference_logprobs(model, mesh, pairs_dir, output, *, model_name: st
   processes = jax.process_count()
   batch_shards = mesh.shape["data"] * mesh.shape["fsdp"]
   if rows % processes or rows % batch_shards:
-    raise ValueError(f"2 * batch_size = {rows} rows do not divide over {processes} processes "
-                     f"and {batch_shards} batch shards of the mesh; change --batch_size")
+    raise ValueError(
+        f"2 * batch_size = {rows} rows do not divide over {processes} processes "
+        f"and {batch_shards} batch shards of the mesh; change --batch_size"
+    )
   sharding = NamedSharding(mesh, logical_to_spec(("batch", "seq"), rules))
   graphdef, state = nnx.split(model)
   with use_mesh(mesh, rules):
@@ -88,28 +108,45 @@ def compute_reference_logprobs(model, mesh, pairs_dir, output, *, model_name: st
       records = tokenize.read_pair_shard(Path(pairs_dir) / shard["path"])
       lines = []
       for start in range(0, len(records), batch_size):
-        batch_records = records[start:start + batch_size]
+        batch_records = records[start : start + batch_size]
         seq_len = _bucket(max(len(r[f"{s}_ids"]) for r in batch_records for s in tokenize.SIDES))
         batch = pair_batch_rows(batch_records, rows, seq_len)
         local = rows // processes
         me = jax.process_index()
-        batch = {k: jax.make_array_from_process_local_data(sharding, v[me * local:(me + 1) * local],
-                                                           v.shape)
-                 for k, v in batch.items()}
-        logp = np.asarray(multihost_utils.process_allgather(
-            _row_logprobs(graphdef, state, batch, chunk=chunk), tiled=True), np.float32)
+        batch = {
+            k: jax.make_array_from_process_local_data(
+                sharding, v[me * local : (me + 1) * local], v.shape
+            )
+            for k, v in batch.items()
+        }
+        logp = np.asarray(
+            multihost_utils.process_allgather(
+                _row_logprobs(graphdef, state, batch, chunk=chunk), tiled=True
+            ),
+            np.float32,
+        )
         n = len(batch_records)
         for i, r in enumerate(batch_records):
-          lines.append({"id": r["id"], "hash": r["hash"], "ref_chosen_logp": float(logp[i]),
-                        "ref_rejected_logp": float(logp[n + i]),
-                        "chosen_tokens": int(r["chosen_mask"][1:].sum()),
-                        "rejected_tokens": int(r["rejected_mask"][1:].sum())})
+          lines.append(
+              {
+                  "id": r["id"],
+                  "hash": r["hash"],
+                  "ref_chosen_logp": float(logp[i]),
+                  "ref_rejected_logp": float(logp[n + i]),
+                  "chosen_tokens": int(r["chosen_mask"][1:].sum()),
+                  "rejected_tokens": int(r["rejected_mask"][1:].sum()),
+              }
+          )
       if writer:
         pair_format.write_jsonl_atomically(output / name, lines)
       log(f"ref-logprobs: {name}: {len(lines)} pairs")
-  manifest = {"format": MANIFEST_FORMAT, "run": run_key, "complete": True,
-              "shards": [SHARD_NAME.format(index=i) for i in range(len(pairs_manifest["shards"]))],
-              "pairs": pairs_manifest["pairs"]}
+  manifest = {
+      "format": MANIFEST_FORMAT,
+      "run": run_key,
+      "complete": True,
+      "shards": [SHARD_NAME.format(index=i) for i in range(len(pairs_manifest["shards"]))],
+      "pairs": pairs_manifest["pairs"],
+  }
   if writer:
     _write_json(manifest_path, manifest)
   return manifest
@@ -127,8 +164,10 @@ def load_reference_logprobs(directory, pairs_dir=None) -> dict[str, tuple[str, f
   if pairs_dir is not None:
     want = tokenize.read_manifest(pairs_dir)["fingerprint"]
     if manifest["run"]["pairs_fingerprint"] != want:
-      raise ValueError(f"{path}: computed for pairs with fingerprint "
-                       f"{manifest['run']['pairs_fingerprint']}, but {pairs_dir} has {want}")
+      raise ValueError(
+          f"{path}: computed for pairs with fingerprint "
+          f"{manifest['run']['pairs_fingerprint']}, but {pairs_dir} has {want}"
+      )
   table = {}
   for name in manifest["shards"]:
     with open(Path(directory) / name, encoding="utf-8") as f:

@@ -16,6 +16,7 @@ then int32 LE chosen ids, uint8 chosen mask, int32 LE rejected ids, uint8 reject
 `hash` (`token_hash`) is a SHA-256 prefix of the four arrays: reference log-probs are stored under
 (id, hash), so a pair retokenized differently never meets stale log-probs.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -40,21 +41,37 @@ OVERLONG_POLICIES = ("truncate", "drop")
 
 def token_hash(chosen_ids, chosen_mask, rejected_ids, rejected_mask) -> str:
   digest = hashlib.sha256()
-  for a, dtype in ((chosen_ids, "<i4"), (chosen_mask, "u1"), (rejected_ids, "<i4"),
-                   (rejected_mask, "u1")):
+  for a, dtype in (
+      (chosen_ids, "<i4"),
+      (chosen_mask, "u1"),
+      (rejected_ids, "<i4"),
+      (rejected_mask, "u1"),
+  ):
     digest.update(np.asarray(a).astype(dtype).tobytes())
     digest.update(b"|")
   return digest.hexdigest()[:20]
 
 
 def encode_pair_record(pair_id: str, chosen_ids, chosen_mask, rejected_ids, rejected_mask) -> bytes:
-  header = json.dumps({"id": pair_id,
-                       "hash": token_hash(chosen_ids, chosen_mask, rejected_ids, rejected_mask),
-                       "chosen_n": int(len(chosen_ids)), "rejected_n": int(len(rejected_ids))}).encode()
-  return b"".join((MAGIC, struct.pack("<I", len(header)), header,
-                   np.asarray(chosen_ids, "<i4").tobytes(), np.asarray(chosen_mask, np.uint8).tobytes(),
-                   np.asarray(rejected_ids, "<i4").tobytes(),
-                   np.asarray(rejected_mask, np.uint8).tobytes()))
+  header = json.dumps(
+      {
+          "id": pair_id,
+          "hash": token_hash(chosen_ids, chosen_mask, rejected_ids, rejected_mask),
+          "chosen_n": int(len(chosen_ids)),
+          "rejected_n": int(len(rejected_ids)),
+      }
+  ).encode()
+  return b"".join(
+      (
+          MAGIC,
+          struct.pack("<I", len(header)),
+          header,
+          np.asarray(chosen_ids, "<i4").tobytes(),
+          np.asarray(chosen_mask, np.uint8).tobytes(),
+          np.asarray(rejected_ids, "<i4").tobytes(),
+          np.asarray(rejected_mask, np.uint8).tobytes(),
+      )
+  )
 
 
 def decode_pair_record(record: bytes) -> dict:
@@ -62,7 +79,7 @@ def decode_pair_record(record: bytes) -> dict:
   if record[:4] != MAGIC:
     raise ValueError(f"not a distil-jax tokenized pair record (starts with {record[:4]!r})")
   (header_len,) = struct.unpack_from("<I", record, 4)
-  header = json.loads(record[8:8 + header_len])
+  header = json.loads(record[8 : 8 + header_len])
   offset, out = 8 + header_len, {"id": header["id"], "hash": header["hash"]}
   for side in ("chosen", "rejected"):
     n = header[f"{side}_n"]
@@ -79,10 +96,14 @@ def response_encodings(encoder: ChatEncoder, prompt: list[dict], answers: list[s
   prompt_ids = encoded[0][0]
   out = []
   for ids, mask in encoded[1:]:
-    if not np.array_equal(ids[:len(prompt_ids)], prompt_ids):  # the template must extend the prompt
-      raise ValueError("the chat template does not render the prompt as a prefix of the conversation")
+    if not np.array_equal(
+        ids[: len(prompt_ids)], prompt_ids
+    ):  # the template must extend the prompt
+      raise ValueError(
+          "the chat template does not render the prompt as a prefix of the conversation"
+      )
     mask = mask.copy()
-    mask[:len(prompt_ids)] = 0  # earlier assistant turns of a multi-turn prompt are not compared
+    mask[: len(prompt_ids)] = 0  # earlier assistant turns of a multi-turn prompt are not compared
     out.append((ids, mask))
   return out
 
@@ -91,6 +112,7 @@ def write_tokenized_pairs(output, records, *, shard_size: int = 10_000, **manife
   """Writes `(pair_id, chosen_ids, chosen_mask, rejected_ids, rejected_mask)` tuples as pair
   shards plus manifest into a temporary directory renamed onto `output`; returns the manifest."""
   from array_record.python.array_record_module import ArrayRecordWriter
+
   output = Path(output)
   output.parent.mkdir(parents=True, exist_ok=True)
   tmp = Path(tempfile.mkdtemp(prefix=f".{output.name}.tmp-", dir=output.parent))
@@ -106,12 +128,17 @@ def write_tokenized_pairs(output, records, *, shard_size: int = 10_000, **manife
       writer.write(record)
       shards[-1]["pairs"] += 1
       longest = max(longest, len(c_ids), len(r_ids))
-      fingerprint.update(record[:8 + struct.unpack_from("<I", record, 4)[0]])  # id and hash
+      fingerprint.update(record[: 8 + struct.unpack_from("<I", record, 4)[0]])  # id and hash
     if writer is not None:
       writer.close()
-    manifest = {"format": MANIFEST_FORMAT, "longest": int(longest), "shards": shards,
-                "pairs": sum(s["pairs"] for s in shards),
-                "fingerprint": fingerprint.hexdigest()[:20], **manifest_fields}
+    manifest = {
+        "format": MANIFEST_FORMAT,
+        "longest": int(longest),
+        "shards": shards,
+        "pairs": sum(s["pairs"] for s in shards),
+        "fingerprint": fingerprint.hexdigest()[:20],
+        **manifest_fields,
+    }
     (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
     os.chmod(tmp, 0o755)
     if output.exists():
@@ -122,10 +149,18 @@ def write_tokenized_pairs(output, records, *, shard_size: int = 10_000, **manife
   return manifest
 
 
-def prepare_pairs(inputs, output, *, tokenizer=None, max_length: int = 2048,
-                  overlong: str = "truncate", shard_size: int = 10_000) -> dict:
+def prepare_pairs(
+    inputs,
+    output,
+    *,
+    tokenizer=None,
+    max_length: int = 2048,
+    overlong: str = "truncate",
+    shard_size: int = 10_000,
+) -> dict:
   """Tokenizes pair files (or directories of them) into `output`; returns the manifest."""
   from distil_jax import tokenizer as tokenizer_lib
+
   if overlong not in OVERLONG_POLICIES:
     raise ValueError(f"overlong must be one of {OVERLONG_POLICIES}, got {overlong!r}")
   if max_length < 2:
@@ -134,8 +169,14 @@ def prepare_pairs(inputs, output, *, tokenizer=None, max_length: int = 2048,
   if tokenizer is None or isinstance(tokenizer, (str, os.PathLike)):
     tokenizer = tokenizer_lib.load_tokenizer(tokenizer)
   encoder = ChatEncoder(tokenizer)
-  counts = {"pairs_read": 0, "pairs": 0, "truncated": 0, "overlong": 0,
-            "overlong_no_response_left": 0, "duplicate_ids": 0}
+  counts = {
+      "pairs_read": 0,
+      "pairs": 0,
+      "truncated": 0,
+      "overlong": 0,
+      "overlong_no_response_left": 0,
+      "duplicate_ids": 0,
+  }
 
   def tokenized():
     seen = set()
@@ -161,10 +202,18 @@ def prepare_pairs(inputs, output, *, tokenizer=None, max_length: int = 2048,
         yield pair["id"], c_ids, c_mask, r_ids, r_mask
 
   return write_tokenized_pairs(
-      output, tokenized(), shard_size=shard_size, max_length=max_length, overlong=overlong,
-      counts=counts, sources=[str(p.resolve()) for p in files],
-      tokenizer={"id": tokenizer.name_or_path,
-                 "fingerprint": tokenizer_lib.tokenizer_fingerprint(tokenizer)})
+      output,
+      tokenized(),
+      shard_size=shard_size,
+      max_length=max_length,
+      overlong=overlong,
+      counts=counts,
+      sources=[str(p.resolve()) for p in files],
+      tokenizer={
+          "id": tokenizer.name_or_path,
+          "fingerprint": tokenizer_lib.tokenizer_fingerprint(tokenizer),
+      },
+  )
 
 
 def read_manifest(directory) -> dict:
@@ -183,6 +232,7 @@ def shard_paths(directory) -> list[Path]:
 
 def read_pair_shard(path) -> list[dict]:
   from array_record.python.array_record_module import ArrayRecordReader
+
   reader = ArrayRecordReader(str(path))
   try:
     return [decode_pair_record(raw) for raw in reader.read_all()]
@@ -201,14 +251,18 @@ def side_features(ids: np.ndarray, mask: np.ndarray, seq_len: int) -> dict[str, 
   log-probs were summed over all of its tokens."""
   n = len(ids)
   if n > seq_len:
-    raise ValueError(f"a {n}-token sequence does not fit seq_len={seq_len}; raise seq_len to at "
-                     "least the pairs' max_length")
-  out = {k: np.zeros((seq_len,), np.int32) for k in ("input_ids", "target_ids", "positions",
-                                                      "segment_ids")}
+    raise ValueError(
+        f"a {n}-token sequence does not fit seq_len={seq_len}; raise seq_len to at "
+        "least the pairs' max_length"
+    )
+  out = {
+      k: np.zeros((seq_len,), np.int32)
+      for k in ("input_ids", "target_ids", "positions", "segment_ids")
+  }
   out["loss_mask"] = np.zeros((seq_len,), np.float32)
   out["input_ids"][:n] = ids
-  out["target_ids"][:n - 1] = ids[1:]
-  out["loss_mask"][:n - 1] = mask[1:]
+  out["target_ids"][: n - 1] = ids[1:]
+  out["loss_mask"][: n - 1] = mask[1:]
   out["positions"][:n] = np.arange(n)
   out["segment_ids"][:n] = 1
   return out

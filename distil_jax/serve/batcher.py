@@ -7,6 +7,7 @@ sees one call at a time. While a batch runs, new rows pile up and form the next 
 Rows are validated against the generator's limits before they are queued (see `protocol`); should a
 batch still fail, each of its rows is run again alone, so only the row at fault fails.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -20,111 +21,122 @@ from distil_jax.serve.responses import Answer
 
 @dataclasses.dataclass
 class BatchStats:
-    batches: int = 0
-    rows: int = 0
-    largest_batch: int = 0
-    new_tokens: int = 0
+  batches: int = 0
+  rows: int = 0
+  largest_batch: int = 0
+  new_tokens: int = 0
 
 
 class Batcher:
-    def __init__(self, generator: Generator, *, max_batch: int = 32, max_wait_s: float = 0.01):
-        self.generator = generator
-        self.max_batch = max_batch
-        self.max_wait_s = max_wait_s
-        self.stats = BatchStats()
-        self._queue: asyncio.Queue | None = None
-        self._worker: asyncio.Task | None = None
-        self._executor = ThreadPoolExecutor(1, thread_name_prefix="distil-jax-generate")
 
-    def start(self) -> None:
-        """Call from inside the serving event loop."""
-        self._queue = asyncio.Queue()
-        self._worker = asyncio.get_running_loop().create_task(self._run())
+  def __init__(self, generator: Generator, *, max_batch: int = 32, max_wait_s: float = 0.01):
+    self.generator = generator
+    self.max_batch = max_batch
+    self.max_wait_s = max_wait_s
+    self.stats = BatchStats()
+    self._queue: asyncio.Queue | None = None
+    self._worker: asyncio.Task | None = None
+    self._executor = ThreadPoolExecutor(1, thread_name_prefix="distil-jax-generate")
 
-    async def stop(self) -> None:
-        if self._worker is not None:
-            self._worker.cancel()
-            try:
-                await self._worker
-            except asyncio.CancelledError:
-                pass
-        self._executor.shutdown(wait=True)
+  def start(self) -> None:
+    """Call from inside the serving event loop."""
+    self._queue = asyncio.Queue()
+    self._worker = asyncio.get_running_loop().create_task(self._run())
 
-    @property
-    def queue_depth(self) -> int:
-        return self._queue.qsize() if self._queue is not None else 0
+  async def stop(self) -> None:
+    if self._worker is not None:
+      self._worker.cancel()
+      try:
+        await self._worker
+      except asyncio.CancelledError:
+        pass
+    self._executor.shutdown(wait=True)
 
-    async def submit(self, rows: list[Row]) -> list[Answer]:
-        loop = asyncio.get_running_loop()
-        futures = [loop.create_future() for _ in rows]
-        for row, future in zip(rows, futures):
-            self._queue.put_nowait((row, future))
-        return list(await asyncio.gather(*futures))
+  @property
+  def queue_depth(self) -> int:
+    return self._queue.qsize() if self._queue is not None else 0
 
-    async def _gather(self) -> list:
-        loop = asyncio.get_running_loop()
-        batch = [await self._queue.get()]
-        deadline = loop.time() + self.max_wait_s
-        while len(batch) < self.max_batch:
-            if not self._queue.empty():
-                batch.append(self._queue.get_nowait())
-                continue
-            remaining = deadline - loop.time()
-            if remaining <= 0:
-                break
-            try:
-                batch.append(await asyncio.wait_for(self._queue.get(), remaining))
-            except asyncio.TimeoutError:
-                break
-        return [(row, f) for row, f in batch if not f.done()]  # drop rows whose client left
+  async def submit(self, rows: list[Row]) -> list[Answer]:
+    loop = asyncio.get_running_loop()
+    futures = [loop.create_future() for _ in rows]
+    for row, future in zip(rows, futures):
+      self._queue.put_nowait((row, future))
+    return list(await asyncio.gather(*futures))
 
-    async def _run(self) -> None:
-        loop = asyncio.get_running_loop()
-        while True:
-            batch = await self._gather()
-            if not batch:
-                continue
-            rows = [row for row, _ in batch]
-            try:
-                answers = await loop.run_in_executor(self._executor, self._generate, rows)
-            except Exception as e:  # noqa: BLE001 - the batch fails, not the server
-                if len(batch) == 1:
-                    _set(batch[0][1], exception=e)
-                else:  # find the row at fault: each runs again alone
-                    await self._one_by_one(batch)
-                continue
-            for (_, future), answer in zip(batch, answers):
-                _set(future, result=answer)
+  async def _gather(self) -> list:
+    loop = asyncio.get_running_loop()
+    batch = [await self._queue.get()]
+    deadline = loop.time() + self.max_wait_s
+    while len(batch) < self.max_batch:
+      if not self._queue.empty():
+        batch.append(self._queue.get_nowait())
+        continue
+      remaining = deadline - loop.time()
+      if remaining <= 0:
+        break
+      try:
+        batch.append(await asyncio.wait_for(self._queue.get(), remaining))
+      except asyncio.TimeoutError:
+        break
+    return [(row, f) for row, f in batch if not f.done()]  # drop rows whose client left
 
-    async def _one_by_one(self, batch) -> None:
-        loop = asyncio.get_running_loop()
-        for row, future in batch:
-            try:
-                [answer] = await loop.run_in_executor(self._executor, self._generate, [row])
-            except Exception as e:  # noqa: BLE001 - this row fails alone
-                _set(future, exception=e)
-            else:
-                _set(future, result=answer)
+  async def _run(self) -> None:
+    loop = asyncio.get_running_loop()
+    while True:
+      batch = await self._gather()
+      if not batch:
+        continue
+      rows = [row for row, _ in batch]
+      try:
+        answers = await loop.run_in_executor(self._executor, self._generate, rows)
+      except Exception as e:  # noqa: BLE001 - the batch fails, not the server
+        if len(batch) == 1:
+          _set(batch[0][1], exception=e)
+        else:  # find the row at fault: each runs again alone
+          await self._one_by_one(batch)
+        continue
+      for (_, future), answer in zip(batch, answers):
+        _set(future, result=answer)
 
-    def _generate(self, rows: list[Row]) -> list[Answer]:
-        completions = self.generator.generate(
-            [r.prompt for r in rows], max_new_tokens=[r.max_new_tokens for r in rows],
-            sampling=[r.sampling for r in rows], seed=[r.seed for r in rows],
-            salt=[r.salt for r in rows], num_logprobs=max(r.num_logprobs for r in rows))
-        scored = [i for i, r in enumerate(rows) if r.prompt_logprobs]
-        scores = dict(zip(scored, self.generator.score(
-            [rows[i].prompt for i in scored],
-            num_top=max((rows[i].prompt_logprobs for i in scored), default=1))))
-        self.stats.batches += 1
-        self.stats.rows += len(rows)
-        self.stats.largest_batch = max(self.stats.largest_batch, len(rows))
-        self.stats.new_tokens += sum(len(c.tokens) for c in completions)
-        return [Answer(c, scores.get(i)) for i, c in enumerate(completions)]
+  async def _one_by_one(self, batch) -> None:
+    loop = asyncio.get_running_loop()
+    for row, future in batch:
+      try:
+        [answer] = await loop.run_in_executor(self._executor, self._generate, [row])
+      except Exception as e:  # noqa: BLE001 - this row fails alone
+        _set(future, exception=e)
+      else:
+        _set(future, result=answer)
+
+  def _generate(self, rows: list[Row]) -> list[Answer]:
+    completions = self.generator.generate(
+        [r.prompt for r in rows],
+        max_new_tokens=[r.max_new_tokens for r in rows],
+        sampling=[r.sampling for r in rows],
+        seed=[r.seed for r in rows],
+        salt=[r.salt for r in rows],
+        num_logprobs=max(r.num_logprobs for r in rows),
+    )
+    scored = [i for i, r in enumerate(rows) if r.prompt_logprobs]
+    scores = dict(
+        zip(
+            scored,
+            self.generator.score(
+                [rows[i].prompt for i in scored],
+                num_top=max((rows[i].prompt_logprobs for i in scored), default=1),
+            ),
+        )
+    )
+    self.stats.batches += 1
+    self.stats.rows += len(rows)
+    self.stats.largest_batch = max(self.stats.largest_batch, len(rows))
+    self.stats.new_tokens += sum(len(c.tokens) for c in completions)
+    return [Answer(c, scores.get(i)) for i, c in enumerate(completions)]
 
 
 def _set(future: asyncio.Future, *, result=None, exception=None) -> None:
-    if not future.done():  # the client may have gone
-        if exception is not None:
-            future.set_exception(exception)
-        else:
-            future.set_result(result)
+  if not future.done():  # the client may have gone
+    if exception is not None:
+      future.set_exception(exception)
+    else:
+      future.set_result(result)

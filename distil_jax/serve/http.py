@@ -6,6 +6,7 @@ the whole of it: parse a request, await the app, write its response, repeat on t
 A client gets `idle_timeout_s` to start its next request and `read_timeout_s` to finish sending
 one; malformed requests get a 4xx and the connection is closed.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -23,6 +24,7 @@ MAX_LINE_BYTES = 16 << 10
 class Raw:
   """A non-JSON response: bytes, or a (sync or async) iterable of byte chunks sent as they come
   (chunked)."""
+
   body: bytes | Iterable[bytes] | AsyncIterable[bytes]
   content_type: str
 
@@ -32,6 +34,7 @@ App = Callable[[str, str, bytes], Awaitable[tuple[int, object]]]
 
 
 class BadRequest(Exception):
+
   def __init__(self, status: int, message: str):
     super().__init__(message)
     self.status = status
@@ -114,9 +117,10 @@ async def _read_rest(reader, writer, line: bytes):
 def _head(status: int, content_type: str, keep_alive: bool, length: int | None) -> bytes:
   framing = f"Content-Length: {length}" if length is not None else "Transfer-Encoding: chunked"
   extra = "Cache-Control: no-cache\r\n" if content_type.startswith("text/event-stream") else ""
-  return (f"HTTP/1.1 {status} {HTTPStatus(status).phrase}\r\nContent-Type: {content_type}\r\n"
-          f"{framing}\r\n{extra}Connection: {'keep-alive' if keep_alive else 'close'}\r\n\r\n"
-          ).encode("latin-1")
+  return (
+      f"HTTP/1.1 {status} {HTTPStatus(status).phrase}\r\nContent-Type: {content_type}\r\n"
+      f"{framing}\r\n{extra}Connection: {'keep-alive' if keep_alive else 'close'}\r\n\r\n"
+  ).encode("latin-1")
 
 
 async def _respond(writer, status: int, payload, keep_alive: bool) -> None:
@@ -150,8 +154,14 @@ def error_payload(message: str, *, kind: str = "invalid_request_error", param=No
   return {"error": {"message": message, "type": kind, "param": param, "code": code}}
 
 
-async def serve_connection(app: App, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
-                           *, read_timeout_s: float = 60.0, idle_timeout_s: float = 300.0):
+async def serve_connection(
+    app: App,
+    reader: asyncio.StreamReader,
+    writer: asyncio.StreamWriter,
+    *,
+    read_timeout_s: float = 60.0,
+    idle_timeout_s: float = 300.0,
+):
   try:
     while True:
       try:

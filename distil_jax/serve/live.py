@@ -4,6 +4,7 @@ A delta never holds text that could still change: an incomplete UTF-8 character 
 or the start of a stop string is held back until the next token settles it. Once a stop string
 appears, the stream ends at it. The concatenated deltas equal the non-streamed answer.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -20,14 +21,14 @@ def settled(text: str, stop: tuple[str, ...]) -> tuple[str, bool]:
   """(the part of `text` that later tokens cannot change, whether a stop string ended it)."""
   cuts = [i for i in (text.find(s) for s in stop) if i >= 0]
   if cuts:
-    return text[:min(cuts)], True
+    return text[: min(cuts)], True
   hold = 0
   for s in stop:
     for k in range(min(len(s) - 1, len(text)), 0, -1):
       if text.endswith(s[:k]):
         hold = max(hold, k)
         break
-  return text[:len(text) - hold].rstrip("\ufffd"), False
+  return text[: len(text) - hold].rstrip("\ufffd"), False
 
 
 def can_stream_live(job: Job) -> bool:
@@ -37,19 +38,27 @@ def can_stream_live(job: Job) -> bool:
 async def live_events(job: Job, tokenizer, batcher, on_end):
   """SSE bytes for one streamed row; `on_end(prompt_tokens, completion_tokens)` runs at the end."""
   chat = job.kind == "chat"
-  head = {"id": f"{'chatcmpl' if chat else 'cmpl'}-{uuid.uuid4().hex}",
-          "object": "chat.completion.chunk" if chat else "text_completion",
-          "created": int(time.time()), "model": job.model}
+  head = {
+      "id": f"{'chatcmpl' if chat else 'cmpl'}-{uuid.uuid4().hex}",
+      "object": "chat.completion.chunk" if chat else "text_completion",
+      "created": int(time.time()),
+      "model": job.model,
+  }
   extra = {"usage": None} if job.include_usage else {}
 
   def event(text=None, reason=None, delta=None):
     if chat:
-      body = {"index": 0, "delta": delta if delta is not None else
-              ({} if text is None else {"content": text}), "logprobs": None,
-              "finish_reason": reason}
+      body = {
+          "index": 0,
+          "delta": delta if delta is not None else ({} if text is None else {"content": text}),
+          "logprobs": None,
+          "finish_reason": reason,
+      }
     else:
       body = {"index": 0, "text": text or "", "logprobs": None, "finish_reason": reason}
-    return f"data: {json.dumps({**head, 'choices': [body], **extra}, ensure_ascii=False)}\n\n".encode()
+    return (
+        f"data: {json.dumps({**head, 'choices': [body], **extra}, ensure_ascii=False)}\n\n".encode()
+    )
 
   row = job.rows[0]
   updates: asyncio.Queue = asyncio.Queue()
@@ -69,7 +78,7 @@ async def live_events(job: Job, tokenizer, batcher, on_end):
         tokens = updates.get_nowait()
       text, stopped = settled(decode(tokenizer, tokens), job.stop)
       if len(text) > len(sent):
-        yield event(text[len(sent):])
+        yield event(text[len(sent) :])
         sent = text
       if stopped:
         reason, generated = "stop", len(tokens)
@@ -82,12 +91,15 @@ async def live_events(job: Job, tokenizer, batcher, on_end):
         return
       choice = finish(tokenizer, answer.completion, job.stop, pieces=False)
       if len(choice.text) > len(sent):
-        yield event(choice.text[len(sent):])
+        yield event(choice.text[len(sent) :])
       reason, generated = choice.finish_reason, len(answer.completion.tokens)
     yield event(reason=reason)
     if job.include_usage:
-      usage = {"prompt_tokens": len(row.prompt), "completion_tokens": generated,
-               "total_tokens": len(row.prompt) + generated}
+      usage = {
+          "prompt_tokens": len(row.prompt),
+          "completion_tokens": generated,
+          "total_tokens": len(row.prompt) + generated,
+      }
       yield f"data: {json.dumps({**head, 'choices': [], 'usage': usage})}\n\n".encode()
     yield b"data: [DONE]\n\n"
   finally:

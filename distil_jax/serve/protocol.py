@@ -4,6 +4,7 @@ A request becomes one `Row` per prompt and choice (chat: `n`; completions: `n` p
 field is either honoured exactly or refused with a 400 that names it, never accepted and ignored;
 every row is checked against the generator's real limits here, before it can join a batch.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -18,17 +19,42 @@ MAX_LOGPROBS = 20
 MAX_N = 16
 MAX_STOP = 32
 CHAT_ROLES = ("system", "user", "assistant", "tool")
-COMMON_FIELDS = {"model", "temperature", "top_p", "top_k", "max_tokens", "n", "stream",
-                 "stream_options", "stop", "seed", "frequency_penalty", "presence_penalty",
-                 "repetition_penalty", "logit_bias", "min_tokens", "user"}
-CHAT_FIELDS = COMMON_FIELDS | {"messages", "max_completion_tokens", "logprobs", "top_logprobs",
-                               "tools", "tool_choice", "parallel_tool_calls", "response_format"}
+COMMON_FIELDS = {
+    "model",
+    "temperature",
+    "top_p",
+    "top_k",
+    "max_tokens",
+    "n",
+    "stream",
+    "stream_options",
+    "stop",
+    "seed",
+    "frequency_penalty",
+    "presence_penalty",
+    "repetition_penalty",
+    "logit_bias",
+    "min_tokens",
+    "user",
+}
+CHAT_FIELDS = COMMON_FIELDS | {
+    "messages",
+    "max_completion_tokens",
+    "logprobs",
+    "top_logprobs",
+    "tools",
+    "tool_choice",
+    "parallel_tool_calls",
+    "response_format",
+}
 COMPLETION_FIELDS = COMMON_FIELDS | {"prompt", "echo", "logprobs", "best_of", "suffix"}
 
 
 class RequestError(ValueError):
-  def __init__(self, message: str, *, param: str | None = None, status: int = 400,
-               code: str | None = None):
+
+  def __init__(
+      self, message: str, *, param: str | None = None, status: int = 400, code: str | None = None
+  ):
     super().__init__(message)
     self.param, self.status, self.code = param, status, code
 
@@ -37,6 +63,7 @@ class RequestError(ValueError):
 class Defaults:
   """What a request that leaves a setting out gets: the checkpoint's generation_config.json and
   the server's limits. `max_tokens` None: the rest of the context."""
+
   sampling: Sampling = Sampling(temperature=1.0)
   max_tokens: int | None = None
   max_len: int = 2048
@@ -77,8 +104,10 @@ def _number(body, name, default, kind, lo=None, hi=None):
     ok = float(value).is_integer()
   if not ok or (lo is not None and value < lo) or (hi is not None and value > hi):
     bounds = f" in [{lo}, {hi}]" if hi is not None else (f" >= {lo}" if lo is not None else "")
-    raise RequestError(f"'{name}' must be a{'n integer' if kind is int else ' finite number'}"
-                       f"{bounds}", param=name)
+    raise RequestError(
+        f"'{name}' must be a{'n integer' if kind is int else ' finite number'}" f"{bounds}",
+        param=name,
+    )
   return kind(value)
 
 
@@ -110,20 +139,33 @@ def _sampling(body, defaults: Sampling, vocab: int) -> Sampling:
     raise RequestError("'logit_bias' must map at most 300 token ids to numbers", param="logit_bias")
   pairs = []
   for token, value in bias.items():
-    ok = str(token).isdigit() and int(token) < vocab and isinstance(value, (int, float)) \
-        and not isinstance(value, bool) and math.isfinite(value) and -100 <= value <= 100
+    ok = (
+        str(token).isdigit()
+        and int(token) < vocab
+        and isinstance(value, (int, float))
+        and not isinstance(value, bool)
+        and math.isfinite(value)
+        and -100 <= value <= 100
+    )
     if not ok:
-      raise RequestError(f"'logit_bias': token ids must be in [0, {vocab}) and biases in "
-                         f"[-100, 100], got {token!r}: {value!r}", param="logit_bias")
+      raise RequestError(
+          f"'logit_bias': token ids must be in [0, {vocab}) and biases in "
+          f"[-100, 100], got {token!r}: {value!r}",
+          param="logit_bias",
+      )
     pairs.append((int(token), float(value)))
   return Sampling(
       temperature=_number(body, "temperature", defaults.temperature, float, 0.0, 2.0),
-      top_k=max(_number(body, "top_k", defaults.top_k, int, -1), 0), top_p=top_p,
-      repetition_penalty=_number(body, "repetition_penalty", defaults.repetition_penalty, float,
-                                 0.01, 10.0),
+      top_k=max(_number(body, "top_k", defaults.top_k, int, -1), 0),
+      top_p=top_p,
+      repetition_penalty=_number(
+          body, "repetition_penalty", defaults.repetition_penalty, float, 0.01, 10.0
+      ),
       frequency_penalty=_number(body, "frequency_penalty", 0.0, float, -2.0, 2.0),
       presence_penalty=_number(body, "presence_penalty", 0.0, float, -2.0, 2.0),
-      logit_bias=tuple(sorted(pairs)), min_new_tokens=_number(body, "min_tokens", 0, int, 0))
+      logit_bias=tuple(sorted(pairs)),
+      min_new_tokens=_number(body, "min_tokens", 0, int, 0),
+  )
 
 
 def _common(body, allowed, served, strict_model, defaults: Defaults, vocab: int):
@@ -136,15 +178,20 @@ def _common(body, allowed, served, strict_model, defaults: Defaults, vocab: int)
   if model not in served and not strict_model:
     model = served[0]  # one model per server: any name reaches it, as with llama.cpp
   if model not in served:
-    raise RequestError(f"The model '{model}' does not exist; this server has {list(served)}",
-                       param="model", status=404, code="model_not_found")
+    raise RequestError(
+        f"The model '{model}' does not exist; this server has {list(served)}",
+        param="model",
+        status=404,
+        code="model_not_found",
+    )
   stream = body.get("stream") or False
   if not isinstance(stream, bool):
     raise RequestError("'stream' must be a boolean", param="stream")
   options = body.get("stream_options") or {}
   if not isinstance(options, dict) or set(options) - {"include_usage"} or (options and not stream):
-    raise RequestError("'stream_options' takes only include_usage, with stream=true",
-                       param="stream_options")
+    raise RequestError(
+        "'stream_options' takes only include_usage, with stream=true", param="stream_options"
+    )
   seed = body.get("seed")
   seed = secrets.randbits(31) if seed is None else _number(body, "seed", 0, int) % (1 << 32)
   stop = body.get("stop")
@@ -155,11 +202,18 @@ def _common(body, allowed, served, strict_model, defaults: Defaults, vocab: int)
   elif isinstance(stop, list) and all(isinstance(s, str) for s in stop) and len(stop) <= MAX_STOP:
     stop = tuple(s for s in stop if s)  # more than OpenAI's 4: harnesses send their whole list
   else:
-    raise RequestError(f"'stop' must be a string or a list of at most {MAX_STOP} strings",
-                       param="stop")
-  return dict(model=model, stream=stream, include_usage=bool(options.get("include_usage")),
-              seed=seed, stop=stop, n=_number(body, "n", 1, int, 1, MAX_N),
-              sampling=_sampling(body, defaults.sampling, vocab))
+    raise RequestError(
+        f"'stop' must be a string or a list of at most {MAX_STOP} strings", param="stop"
+    )
+  return dict(
+      model=model,
+      stream=stream,
+      include_usage=bool(options.get("include_usage")),
+      seed=seed,
+      stop=stop,
+      n=_number(body, "n", 1, int, 1, MAX_N),
+      sampling=_sampling(body, defaults.sampling, vocab),
+  )
 
 
 def _max_tokens(body, name, prompt, defaults: Defaults, param, minimum=1) -> int:
@@ -168,17 +222,22 @@ def _max_tokens(body, name, prompt, defaults: Defaults, param, minimum=1) -> int
     raise RequestError("the prompt is empty", param=param)
   if body.get(name) is None:  # left out: as much as the context allows, up to the server default
     if room < max(minimum, 1):
-      raise RequestError(f"This model's maximum context length is {defaults.max_len} tokens and "
-                         f"the prompt has {len(prompt)}: no room for a completion.", param=param,
-                         code="context_length_exceeded")
+      raise RequestError(
+          f"This model's maximum context length is {defaults.max_len} tokens and "
+          f"the prompt has {len(prompt)}: no room for a completion.",
+          param=param,
+          code="context_length_exceeded",
+      )
     return room if defaults.max_tokens is None else min(room, defaults.max_tokens)
   wanted = _number(body, name, 0, int, minimum)
   if wanted > room:
     raise RequestError(
         f"This model's maximum context length is {defaults.max_len} tokens. However, you requested "
         f"{len(prompt) + wanted} tokens ({len(prompt)} in the prompt, {wanted} for the "
-        "completion). Please reduce the prompt or max_tokens.", param=param,
-        code="context_length_exceeded")
+        "completion). Please reduce the prompt or max_tokens.",
+        param=param,
+        code="context_length_exceeded",
+    )
   return wanted
 
 
@@ -191,10 +250,13 @@ def _messages(messages) -> list[dict]:
       raise RequestError(f"messages[{i}] needs a role in {CHAT_ROLES}", param="messages")
     content = m.get("content")
     if isinstance(content, list):  # content parts: only text is understood
-      if not all(isinstance(p, dict) and p.get("type") == "text" and isinstance(p.get("text"), str)
-                 for p in content):
-        raise RequestError(f"messages[{i}].content: only text parts are supported",
-                           param="messages")
+      if not all(
+          isinstance(p, dict) and p.get("type") == "text" and isinstance(p.get("text"), str)
+          for p in content
+      ):
+        raise RequestError(
+            f"messages[{i}].content: only text parts are supported", param="messages"
+        )
       content = "".join(p["text"] for p in content)
     message = {"role": m["role"], "content": content}
     if m["role"] == "assistant" and m.get("tool_calls"):
@@ -217,20 +279,26 @@ def _parse_chat(body, tokenizer, served, defaults, strict_model) -> Job:
   c = _common(body, CHAT_FIELDS, served, strict_model, defaults, len(tokenizer))
   fmt = body.get("response_format")
   if fmt is not None and fmt != {"type": "text"}:
-    raise RequestError("'response_format' other than {\"type\": \"text\"} is not supported yet "
-                       "(no constrained decoding)", param="response_format")
+    raise RequestError(
+        '\'response_format\' other than {"type": "text"} is not supported yet '
+        "(no constrained decoding)",
+        param="response_format",
+    )
   if body.get("parallel_tool_calls") not in (None, True, False):
     raise RequestError("'parallel_tool_calls' must be a boolean", param="parallel_tool_calls")
   choice = body.get("tool_choice")
   if choice not in (None, "auto", "none"):
-    raise RequestError("'tool_choice' may be 'auto' or 'none' (forcing a call needs constrained "
-                       "decoding)", param="tool_choice")
+    raise RequestError(
+        "'tool_choice' may be 'auto' or 'none' (forcing a call needs constrained " "decoding)",
+        param="tool_choice",
+    )
   tools = check_tools(body["tools"]) if body.get("tools") else None
   if choice == "none":
     tools = None
   messages = _messages(body.get("messages"))
-  text = tokenizer.apply_chat_template(messages, tools=tools, tokenize=False,
-                                       add_generation_prompt=True)
+  text = tokenizer.apply_chat_template(
+      messages, tools=tools, tokenize=False, add_generation_prompt=True
+  )
   prompt = encode_text(tokenizer, text)
   logprobs = None
   if body.get("logprobs"):
@@ -239,11 +307,29 @@ def _parse_chat(body, tokenizer, served, defaults, strict_model) -> Job:
     raise RequestError("'top_logprobs' needs logprobs=true", param="top_logprobs")
   name = "max_completion_tokens" if body.get("max_completion_tokens") is not None else "max_tokens"
   max_tokens = _max_tokens(body, name, prompt, defaults, "messages")
-  rows = [Row(prompt, max_tokens, c["sampling"], c["seed"], i,
-              0 if logprobs is None else max(logprobs, 1)) for i in range(c["n"])]
-  return Job("chat", c["model"], rows, c["n"], c["stop"], logprobs, c["stream"],
-             c["include_usage"], tools=tools is not None,
-             parallel_tool_calls=body.get("parallel_tool_calls") is not False)
+  rows = [
+      Row(
+          prompt,
+          max_tokens,
+          c["sampling"],
+          c["seed"],
+          i,
+          0 if logprobs is None else max(logprobs, 1),
+      )
+      for i in range(c["n"])
+  ]
+  return Job(
+      "chat",
+      c["model"],
+      rows,
+      c["n"],
+      c["stop"],
+      logprobs,
+      c["stream"],
+      c["include_usage"],
+      tools=tools is not None,
+      parallel_tool_calls=body.get("parallel_tool_calls") is not False,
+  )
 
 
 def _prompts(prompt, tokenizer) -> list[list[int]]:
@@ -251,8 +337,11 @@ def _prompts(prompt, tokenizer) -> list[list[int]]:
     return [encode_text(tokenizer, prompt)]
   if isinstance(prompt, list) and prompt and all(isinstance(p, str) for p in prompt):
     return [encode_text(tokenizer, p) for p in prompt]
-  is_ids = lambda p: isinstance(p, list) and p and all(
-      isinstance(t, int) and not isinstance(t, bool) for t in p)
+  is_ids = (
+      lambda p: isinstance(p, list)
+      and p
+      and all(isinstance(t, int) and not isinstance(t, bool) for t in p)
+  )
   if is_ids(prompt):
     return [list(prompt)]
   if isinstance(prompt, list) and prompt and all(is_ids(p) for p in prompt):
@@ -281,11 +370,29 @@ def parse_completion(body, tokenizer, served, defaults: Defaults, strict_model=F
     logprobs = _number(body, "logprobs", 0, int, 0, MAX_LOGPROBS)
   rows = []
   for p, prompt in enumerate(prompts):
-    max_tokens = _max_tokens(body, "max_tokens", prompt, defaults, "prompt",
-                             minimum=0 if echo else 1)
+    max_tokens = _max_tokens(
+        body, "max_tokens", prompt, defaults, "prompt", minimum=0 if echo else 1
+    )
     for i in range(c["n"]):
-      rows.append(Row(prompt, max_tokens, c["sampling"], c["seed"], p * c["n"] + i,
-                      0 if logprobs is None else max(logprobs, 1),
-                      prompt_logprobs=max(logprobs, 1) if echo and logprobs is not None else 0))
-  return Job("completion", c["model"], rows, c["n"], c["stop"], logprobs, c["stream"],
-             c["include_usage"], echo=echo)
+      rows.append(
+          Row(
+              prompt,
+              max_tokens,
+              c["sampling"],
+              c["seed"],
+              p * c["n"] + i,
+              0 if logprobs is None else max(logprobs, 1),
+              prompt_logprobs=max(logprobs, 1) if echo and logprobs is not None else 0,
+          )
+      )
+  return Job(
+      "completion",
+      c["model"],
+      rows,
+      c["n"],
+      c["stop"],
+      logprobs,
+      c["stream"],
+      c["include_usage"],
+      echo=echo,
+  )

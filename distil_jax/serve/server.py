@@ -1,6 +1,7 @@
 """The OpenAI-compatible app (`/v1/chat/completions`, `/v1/completions`, `/v1/models[/{id}]`,
 `/health`, `/metrics`) and a way to run it: in the foreground (`serve_forever`, which drains on
 SIGTERM) or on a background thread (`start_server`)."""
+
 from __future__ import annotations
 
 import asyncio
@@ -40,16 +41,20 @@ class ServeConfig:
 
 
 class App:
+
   def __init__(self, generator: Generator, tokenizer, config: ServeConfig):
     self.tokenizer = tokenizer
     self.config = config
     positions = generator.config.max_position_embeddings
     if config.max_model_len is not None and not 0 < config.max_model_len <= positions:
-      raise ValueError(f"--max_model_len {config.max_model_len} is beyond the model's "
-                       f"{positions} positions (max_position_embeddings)")
+      raise ValueError(
+          f"--max_model_len {config.max_model_len} is beyond the model's "
+          f"{positions} positions (max_position_embeddings)"
+      )
     self.max_len = config.max_model_len or positions
-    self.defaults = protocol.Defaults(config.default_sampling, config.default_max_tokens,
-                                      self.max_len)
+    self.defaults = protocol.Defaults(
+        config.default_sampling, config.default_max_tokens, self.max_len
+    )
     if config.continuous:
       self.batcher = ContinuousBatcher(generator, slots=config.max_batch, max_len=self.max_len)
     else:
@@ -65,10 +70,13 @@ class App:
     return status, payload
 
   async def _route(self, method, path, body):
-    routes = {"/v1/chat/completions": ("POST", self._chat),
-              "/v1/completions": ("POST", self._completion),
-              "/v1/models": ("GET", self._models), "/health": ("GET", self._health),
-              "/metrics": ("GET", self._metrics)}
+    routes = {
+        "/v1/chat/completions": ("POST", self._chat),
+        "/v1/completions": ("POST", self._completion),
+        "/v1/models": ("GET", self._models),
+        "/health": ("GET", self._health),
+        "/metrics": ("GET", self._metrics),
+    }
     if path.startswith("/v1/models/"):
       routes[path] = ("GET", self._model)
     if path not in routes:
@@ -111,8 +119,10 @@ class App:
 
       return Raw(live.live_events(job, self.tokenizer, self.batcher, on_end), "text/event-stream")
     answers = await self.batcher.submit(job.rows)
-    self.metrics.tokens(sum(len(r.prompt) for r in job.rows[:: job.n]),
-                        sum(len(a.completion.tokens) for a in answers))
+    self.metrics.tokens(
+        sum(len(r.prompt) for r in job.rows[:: job.n]),
+        sum(len(a.completion.tokens) for a in answers),
+    )
     if job.stream:
       return Raw(responses.stream_events(job, answers, self.tokenizer), "text/event-stream")
     return whole(job, answers, self.tokenizer)
@@ -129,10 +139,11 @@ class App:
     return 200, responses.models_response(self.config.served_model_names, self.max_len)
 
   async def _model(self, path):
-    name = path[len("/v1/models/"):]
+    name = path[len("/v1/models/") :]
     if name not in self.config.served_model_names:
-      return 404, error_payload(f"The model '{name}' does not exist", param="model",
-                                code="model_not_found")
+      return 404, error_payload(
+          f"The model '{name}' does not exist", param="model", code="model_not_found"
+      )
     return 200, responses.model_card(name, self.max_len)
 
   async def _health(self, path):
@@ -141,8 +152,9 @@ class App:
     return 200, {"status": "ok"}
 
   async def _metrics(self, path):
-    text = self.metrics.render(queue_depth=self.batcher.queue_depth, in_flight=self.in_flight,
-                               stats=self.batcher.stats)
+    text = self.metrics.render(
+        queue_depth=self.batcher.queue_depth, in_flight=self.in_flight, stats=self.batcher.stats
+    )
     return 200, Raw(text.encode(), "text/plain; version=0.0.4")
 
   async def drain(self, poll_s: float = 0.02) -> None:
@@ -152,8 +164,14 @@ class App:
       await asyncio.sleep(poll_s)
 
 
-async def _serve(app: App, host: str, port: int, ready=None, stop: asyncio.Event | None = None,
-                 on_signals: bool = False):
+async def _serve(
+    app: App,
+    host: str,
+    port: int,
+    ready=None,
+    stop: asyncio.Event | None = None,
+    on_signals: bool = False,
+):
   app.batcher.start()
   c = app.config
   connections: set[asyncio.Task] = set()
@@ -162,8 +180,9 @@ async def _serve(app: App, host: str, port: int, ready=None, stop: asyncio.Event
     task = asyncio.current_task()
     connections.add(task)
     try:
-      await serve_connection(app, reader, writer, read_timeout_s=c.read_timeout_s,
-                             idle_timeout_s=c.idle_timeout_s)
+      await serve_connection(
+          app, reader, writer, read_timeout_s=c.read_timeout_s, idle_timeout_s=c.idle_timeout_s
+      )
     finally:
       connections.discard(task)
 
@@ -171,10 +190,12 @@ async def _serve(app: App, host: str, port: int, ready=None, stop: asyncio.Event
   stop = stop or asyncio.Event()
   loop = asyncio.get_running_loop()
   if on_signals:
+
     async def drain_then_stop():
       log.warning("draining: %d request(s) in flight", app.in_flight)
       await app.drain()
       stop.set()
+
     for sig in (signal.SIGTERM, signal.SIGINT):
       loop.add_signal_handler(sig, lambda: loop.create_task(drain_then_stop()))
   bound = server.sockets[0].getsockname()[1]
@@ -193,17 +214,20 @@ async def _serve(app: App, host: str, port: int, ready=None, stop: asyncio.Event
 
 
 def make_app(model, tokenizer, config: ServeConfig = ServeConfig()) -> App:
-  generator = model if isinstance(model, Generator) else Generator(
-      model, stop_ids=stop_ids_for(tokenizer))
+  generator = (
+      model if isinstance(model, Generator) else Generator(model, stop_ids=stop_ids_for(tokenizer))
+  )
   return App(generator, tokenizer, config)
 
 
-def serve_forever(model, tokenizer, host: str = "127.0.0.1", port: int = 8000,
-                  config: ServeConfig = ServeConfig()) -> None:
+def serve_forever(
+    model, tokenizer, host: str = "127.0.0.1", port: int = 8000, config: ServeConfig = ServeConfig()
+) -> None:
   """Serves until SIGTERM or SIGINT, then answers the requests in flight and returns."""
   app = make_app(model, tokenizer, config)
-  ready = lambda p: print(f"serving {list(config.served_model_names)} on http://{host}:{p}/v1",
-                          flush=True)
+  ready = lambda p: print(
+      f"serving {list(config.served_model_names)} on http://{host}:{p}/v1", flush=True
+  )
   asyncio.run(_serve(app, host, port, ready, on_signals=True))
 
 
@@ -222,8 +246,9 @@ class ServerHandle:
       asyncio.set_event_loop(self._loop)
       self._stop = asyncio.Event()
       try:
-        self._loop.run_until_complete(_serve(
-            app, host, port, lambda p: (bound.append(p), started.set()), self._stop))
+        self._loop.run_until_complete(
+            _serve(app, host, port, lambda p: (bound.append(p), started.set()), self._stop)
+        )
       except BaseException as e:  # noqa: BLE001 - reported to the starting thread
         errors.append(e)
         started.set()
@@ -254,7 +279,8 @@ class ServerHandle:
     self.stop()
 
 
-def start_server(model, tokenizer, host: str = "127.0.0.1", port: int = 0,
-                 config: ServeConfig = ServeConfig()) -> ServerHandle:
+def start_server(
+    model, tokenizer, host: str = "127.0.0.1", port: int = 0, config: ServeConfig = ServeConfig()
+) -> ServerHandle:
   """Starts serving on a background thread; `port=0` picks a free port (see `.url`)."""
   return ServerHandle(make_app(model, tokenizer, config), host, port)

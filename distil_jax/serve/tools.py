@@ -4,6 +4,7 @@ turning the model's `<tool_call>{json}</tool_call>` blocks into `tool_calls` on 
 The chat template renders the tools (a system section listing each function's JSON schema) and
 past calls; this module only puts OpenAI's request shapes into the form the template reads.
 """
+
 from __future__ import annotations
 
 import json
@@ -14,6 +15,7 @@ TOOL_CALL = re.compile(r"<tool_call>\s*(.*?)\s*</tool_call>", re.DOTALL)
 
 
 class ToolError(ValueError):
+
   def __init__(self, message: str, param: str):
     super().__init__(message)
     self.param = param
@@ -25,10 +27,16 @@ def check_tools(tools) -> list[dict]:
     raise ToolError("'tools' must be a list of function tools", "tools")
   for i, tool in enumerate(tools):
     fn = tool.get("function") if isinstance(tool, dict) else None
-    if (not isinstance(tool, dict) or tool.get("type") != "function" or not isinstance(fn, dict)
-        or not isinstance(fn.get("name"), str) or not fn["name"]):
-      raise ToolError(f"tools[{i}] must be {{'type': 'function', 'function': {{'name': ...}}}}",
-                      "tools")
+    if (
+        not isinstance(tool, dict)
+        or tool.get("type") != "function"
+        or not isinstance(fn, dict)
+        or not isinstance(fn.get("name"), str)
+        or not fn["name"]
+    ):
+      raise ToolError(
+          f"tools[{i}] must be {{'type': 'function', 'function': {{'name': ...}}}}", "tools"
+      )
     if not isinstance(fn.get("parameters", {}), dict):
       raise ToolError(f"tools[{i}].function.parameters must be a JSON schema object", "tools")
   return tools
@@ -49,8 +57,9 @@ def template_tool_calls(calls, index: int) -> list[dict]:
       try:
         arguments = json.loads(arguments or "{}")
       except json.JSONDecodeError:
-        raise ToolError(f"messages[{index}].tool_calls[{j}].function.arguments is not JSON",
-                        "messages") from None
+        raise ToolError(
+            f"messages[{index}].tool_calls[{j}].function.arguments is not JSON", "messages"
+        ) from None
     out.append({"type": "function", "function": {"name": fn["name"], "arguments": arguments}})
   return out
 
@@ -66,10 +75,18 @@ def parse_tool_calls(text: str) -> tuple[str | None, list[dict]]:
       continue
     if not isinstance(body, dict) or not isinstance(body.get("name"), str):
       continue
-    kept.append(text[at:match.start()])
+    kept.append(text[at : match.start()])
     at = match.end()
-    calls.append({"id": f"call_{uuid.uuid4().hex[:24]}", "type": "function", "function": {
-        "name": body["name"], "arguments": json.dumps(body.get("arguments", {}), ensure_ascii=False)}})
+    calls.append(
+        {
+            "id": f"call_{uuid.uuid4().hex[:24]}",
+            "type": "function",
+            "function": {
+                "name": body["name"],
+                "arguments": json.dumps(body.get("arguments", {}), ensure_ascii=False),
+            },
+        }
+    )
   kept.append(text[at:])
   content = "".join(kept).strip()
   return (content or None) if calls else text, calls

@@ -7,6 +7,7 @@ A finished step that cannot be read (a corrupt or truncated file) is moved aside
 `checkpoints/unreadable-<step>` and the run resumes from the previous step, saying so; it is moved
 only once an older step did restore, so a config that fits no step never moves any.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -42,8 +43,10 @@ class IteratorStateHandler(ocp.CheckpointHandler):
   def restore(self, directory: epath.Path, args: "IteratorRestore"):
     path = self._file(directory)
     if not path.exists():
-      raise FileNotFoundError(f"{path}: no data-iterator state for this process "
-                              f"(was the checkpoint written by {jax.process_count()} processes?)")
+      raise FileNotFoundError(
+          f"{path}: no data-iterator state for this process "
+          f"(was the checkpoint written by {jax.process_count()} processes?)"
+      )
     payload = json.loads(path.read_text())
     state = payload["bytes"].encode() if "bytes" in payload else payload["state"]
     if not isinstance(state, bytes):  # data.worker_count may have changed since the save
@@ -75,8 +78,7 @@ class IteratorRestore(ocp.args.CheckpointArgs):
 
 def _abstract(tree):
   """Arrays (or ShapeDtypeStructs with shardings) -> restore targets on those shardings."""
-  return jax.tree.map(
-      lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), tree)
+  return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), tree)
 
 
 class CheckpointUnreadable(RuntimeError):
@@ -106,27 +108,41 @@ def _quiet_failed_reads():
 
 
 class Checkpointer:
+
   def __init__(self, workdir: str, cfg: CheckpointConfig):
     self.directory = os.path.join(os.path.abspath(workdir), "checkpoints")
     options = ocp.CheckpointManagerOptions(
-        max_to_keep=cfg.keep, enable_async_checkpointing=cfg.async_save, create=True,
-        cleanup_tmp_directories=True)  # left by a kill -9 mid-save
-    self.manager = ocp.CheckpointManager(self.directory, options=options,
-                                         item_names=("state", "data"))
+        max_to_keep=cfg.keep,
+        enable_async_checkpointing=cfg.async_save,
+        create=True,
+        cleanup_tmp_directories=True,
+    )  # left by a kill -9 mid-save
+    self.manager = ocp.CheckpointManager(
+        self.directory, options=options, item_names=("state", "data")
+    )
 
   def latest_step(self) -> int | None:
     return self.manager.latest_step()
 
   def save(self, step: int, state, data_iterator) -> None:
-    self.manager.save(step, args=ocp.args.Composite(
-        state=ocp.args.StandardSave(state), data=IteratorSave(data_iterator)), force=True)
+    self.manager.save(
+        step,
+        args=ocp.args.Composite(
+            state=ocp.args.StandardSave(state), data=IteratorSave(data_iterator)
+        ),
+        force=True,
+    )
 
   def restore(self, step: int, target_state, data_iterator):
     """Restore onto the shardings of `target_state` (arrays or ShapeDtypeStructs): the mesh
     may differ from the one that saved."""
-    out = self.manager.restore(step, args=ocp.args.Composite(
-        state=ocp.args.StandardRestore(_abstract(target_state)),
-        data=IteratorRestore(data_iterator)))
+    out = self.manager.restore(
+        step,
+        args=ocp.args.Composite(
+            state=ocp.args.StandardRestore(_abstract(target_state)),
+            data=IteratorRestore(data_iterator),
+        ),
+    )
     return out.state
 
   def restore_latest(self, target_state, data_iterator) -> tuple[Any, int | None]:
@@ -145,17 +161,24 @@ class Checkpointer:
       return state, step
     if failed:
       step, error = failed[0]
-      raise CheckpointUnreadable(f"{self.directory}: no checkpoint could be restored; the latest, step {step}: "
-                                 f"{_first_line(error)}") from error
+      raise CheckpointUnreadable(
+          f"{self.directory}: no checkpoint could be restored; the latest, step {step}: "
+          f"{_first_line(error)}"
+      ) from error
     return None, None
 
   def _set_aside(self, bad: int, resumed: int, error: BaseException) -> None:
     aside = os.path.join(self.directory, f"unreadable-{bad}")
     if jax.process_index() == 0:
       os.replace(os.path.join(self.directory, str(bad)), aside)
-      print(f"distil-jax train: checkpoint {self.directory}/{bad} is unreadable ({_first_line(error)}); resuming from "
-            f"step {resumed} (moved to {aside})", file=sys.stderr, flush=True)
+      print(
+          f"distil-jax train: checkpoint {self.directory}/{bad} is unreadable ({_first_line(error)}); resuming from "
+          f"step {resumed} (moved to {aside})",
+          file=sys.stderr,
+          flush=True,
+      )
     from distil_jax.sharding import sync_processes  # noqa: PLC0415
+
     sync_processes(f"set_aside:{bad}")
     self.manager.reload()
 
@@ -175,7 +198,12 @@ def restore_params(step_dir: str, target_params):
   path = epath.Path(step_dir) / "state"
   target = {"params": _abstract(target_params)}
   with ocp.PyTreeCheckpointer() as ckptr:
-    out = ckptr.restore(path, args=ocp.args.PyTreeRestore(
-        item=target, restore_args=ocp.checkpoint_utils.construct_restore_args(target),
-        partial_restore=True))
+    out = ckptr.restore(
+        path,
+        args=ocp.args.PyTreeRestore(
+            item=target,
+            restore_args=ocp.checkpoint_utils.construct_restore_args(target),
+            partial_restore=True,
+        ),
+    )
   return out["params"]

@@ -9,6 +9,7 @@ mix) costs three LM-head matmuls per token, all in the compute dtype, and no rem
 forward. This needs the loss to be a sum over tokens of a function of each token's logits,
 which every token loss here is; DPO's per-sequence loss is not, and uses its own path.
 """
+
 from __future__ import annotations
 
 import functools
@@ -41,8 +42,9 @@ def _to_chunks(x_BxL, chunk: int):
 
 def chunk_logits(h_BxCxD, w_DxV, logits_dtype) -> jax.Array:
   """[B, C, V] in `logits_dtype`, handed on as float32 (a fused convert, no copy)."""
-  return jnp.einsum("bcd,dv->bcv", h_BxCxD, w_DxV,
-                    preferred_element_type=logits_dtype).astype(jnp.float32)
+  return jnp.einsum("bcd,dv->bcv", h_BxCxD, w_DxV, preferred_element_type=logits_dtype).astype(
+      jnp.float32
+  )
 
 
 def _aux_zeros(chunk_fn, h_BxLxD, w_DxV, inputs, consts, chunk):
@@ -56,13 +58,13 @@ def _aux_zeros(chunk_fn, h_BxLxD, w_DxV, inputs, consts, chunk):
 @functools.partial(jax.custom_vjp, nondiff_argnums=(4, 5, 6))
 def _fused(h_BxLxD, w_DxV, inputs, consts, chunk_fn, chunk, logits_dtype):
   """The loss only (nothing differentiated): one chunk of logits at a time."""
+
   def one_chunk(carry, xs):
     h_BxCxD, inputs_c = xs
     loss, aux = chunk_fn(chunk_logits(h_BxCxD, w_DxV, logits_dtype), inputs_c, consts)
     return jax.tree.map(jnp.add, carry, (loss, aux)), None
 
-  zero = (jnp.zeros((), jnp.float32),
-          _aux_zeros(chunk_fn, h_BxLxD, w_DxV, inputs, consts, chunk))
+  zero = (jnp.zeros((), jnp.float32), _aux_zeros(chunk_fn, h_BxLxD, w_DxV, inputs, consts, chunk))
   xs = (_to_chunks(h_BxLxD, chunk), jax.tree.map(lambda x: _to_chunks(x, chunk), inputs))
   out, _ = jax.lax.scan(one_chunk, zero, xs)
   return out
@@ -77,15 +79,17 @@ def _fused_fwd(h_BxLxD, w_DxV, inputs, consts, chunk_fn, chunk, logits_dtype):
     logits = chunk_logits(h_BxCxD, w_DxV, logits_dtype)
     (loss, aux), dlogits = jax.value_and_grad(chunk_fn, has_aux=True)(logits, inputs_c, consts)
     dlogits_BxCxV = dlogits.astype(h_BxCxD.dtype)
-    dh_BxCxD = jnp.einsum("bcv,dv->bcd", dlogits_BxCxV, w_DxV,
-                          preferred_element_type=jnp.float32).astype(h_BxCxD.dtype)
-    dw_DxV = constrain(dw_DxV + jnp.einsum("bcd,bcv->dv", h_BxCxD, dlogits_BxCxV,
-                                           preferred_element_type=jnp.float32),
-                       ("embed", "vocab"))
+    dh_BxCxD = jnp.einsum(
+        "bcv,dv->bcd", dlogits_BxCxV, w_DxV, preferred_element_type=jnp.float32
+    ).astype(h_BxCxD.dtype)
+    dw_DxV = constrain(
+        dw_DxV
+        + jnp.einsum("bcd,bcv->dv", h_BxCxD, dlogits_BxCxV, preferred_element_type=jnp.float32),
+        ("embed", "vocab"),
+    )
     return (jax.tree.map(jnp.add, total, (loss, aux)), dw_DxV), dh_BxCxD
 
-  zero = (jnp.zeros((), jnp.float32),
-          _aux_zeros(chunk_fn, h_BxLxD, w_DxV, inputs, consts, chunk))
+  zero = (jnp.zeros((), jnp.float32), _aux_zeros(chunk_fn, h_BxLxD, w_DxV, inputs, consts, chunk))
   dw0 = constrain(jnp.zeros(w_DxV.shape, jnp.float32), ("embed", "vocab"))  # laid out as w
   xs = (_to_chunks(h_BxLxD, chunk), jax.tree.map(lambda x: _to_chunks(x, chunk), inputs))
   (total, dw_DxV), dh_NxBxCxD = jax.lax.scan(one_chunk, (zero, dw0), xs)
@@ -103,9 +107,16 @@ def _fused_bwd(chunk_fn, chunk, logits_dtype, residuals, cotangents):
 _fused.defvjp(_fused_fwd, _fused_bwd)
 
 
-def chunked_token_loss(h_BxLxD: jax.Array, w_DxV: jax.Array, inputs: dict[str, jax.Array],
-                       chunk_fn: ChunkFn, *, chunk: int, consts: Any = None,
-                       logits_dtype=jnp.float32) -> tuple[jax.Array, dict[str, jax.Array]]:
+def chunked_token_loss(
+    h_BxLxD: jax.Array,
+    w_DxV: jax.Array,
+    inputs: dict[str, jax.Array],
+    chunk_fn: ChunkFn,
+    *,
+    chunk: int,
+    consts: Any = None,
+    logits_dtype=jnp.float32,
+) -> tuple[jax.Array, dict[str, jax.Array]]:
   """(sum over chunks of `chunk_fn`'s loss, sums of its aux measurements).
 
   `inputs` are per-position arrays `[B, L, ...]` (targets, masks, teacher hidden states or
@@ -116,5 +127,6 @@ def chunked_token_loss(h_BxLxD: jax.Array, w_DxV: jax.Array, inputs: dict[str, j
   The weight is cast to the hidden states' (compute) dtype; gradients flow back through it.
   """
   chunk = min(chunk, h_BxLxD.shape[1])
-  return _fused(h_BxLxD, w_DxV.astype(h_BxLxD.dtype), inputs, consts, chunk_fn, chunk,
-                jnp.dtype(logits_dtype))
+  return _fused(
+      h_BxLxD, w_DxV.astype(h_BxLxD.dtype), inputs, consts, chunk_fn, chunk, jnp.dtype(logits_dtype)
+  )

@@ -2,6 +2,7 @@
 
 Past `from_config_dict` nothing reads a ConfigDict, a dtype name or an enum string.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -90,14 +91,22 @@ class TrainConfig:
   def __post_init__(self):
     if self.loss is None:
       from distil_jax.train.loss_config import SFTConfig
+
       object.__setattr__(self, "loss", SFTConfig())
     if self.data.batch_size % self.grad_accum:
-      raise ValueError(f"data.batch_size={self.data.batch_size} does not divide into "
-                       f"grad_accum={self.grad_accum} micro-batches")
+      raise ValueError(
+          f"data.batch_size={self.data.batch_size} does not divide into "
+          f"grad_accum={self.grad_accum} micro-batches"
+      )
 
 
-RUNTIME_FIELDS = ("param_dtype", "compute_dtype", "attention_impl", "remat_policy",
-                  "max_segments_per_row")
+RUNTIME_FIELDS = (
+    "param_dtype",
+    "compute_dtype",
+    "attention_impl",
+    "remat_policy",
+    "max_segments_per_row",
+)
 
 
 def _model_config(model: dict[str, Any], init: InitConfig) -> ModelConfig:
@@ -120,24 +129,28 @@ def _model_config(model: dict[str, Any], init: InitConfig) -> ModelConfig:
   if init.kind is not InitKind.FRESH:
     # The checkpoint fixes the architecture; the config chooses only how it runs.
     from distil_jax.loading import model_config_at
+
     runtime = {k: v for k, v in kw.items() if k in RUNTIME_FIELDS}
     cfg = model_config_at(init.path, **runtime)
     ignored = {k: v for k, v in kw.items() if k not in RUNTIME_FIELDS and getattr(cfg, k) != v}
     if ignored:
-      logging.warning("config.model %s ignored: the checkpoint at %s fixes the architecture",
-                      ignored, init.path)
+      logging.warning(
+          "config.model %s ignored: the checkpoint at %s fixes the architecture", ignored, init.path
+      )
     return cfg
   return ModelConfig.by_name(preset, **kw)
 
 
 def _rules(rules) -> Rules:
-  return tuple((str(name), tuple(axes) if isinstance(axes, (list, tuple)) else axes)
-               for name, axes in rules)
+  return tuple(
+      (str(name), tuple(axes) if isinstance(axes, (list, tuple)) else axes) for name, axes in rules
+  )
 
 
 def from_config_dict(c) -> TrainConfig:
   """A (locked) ml-collections ConfigDict, as the config files declare it -> TrainConfig."""
   from distil_jax.train.loss_config import frozen_configs, loss_config
+
   d = c.to_dict()
   init = InitConfig(kind=InitKind(d["init"]["kind"]), path=d["init"]["path"])
   optim = dict(d["optim"])
@@ -164,6 +177,7 @@ def load_config(path: str, overrides: list[str] = ()):
   """
   import importlib.util
   import ml_collections
+
   path, _, arg = path.partition(":")
   spec = importlib.util.spec_from_file_location("_distil_jax_config", path)
   if spec is None:
@@ -174,8 +188,10 @@ def load_config(path: str, overrides: list[str] = ()):
   c.lock()
   for item in overrides:
     if not item.startswith("--config."):
-      raise ValueError(f"unrecognised argument {item!r}; overrides look like --config.optim.lr=1e-5")
-    key, eq, value = item[len("--config."):].partition("=")
+      raise ValueError(
+          f"unrecognised argument {item!r}; overrides look like --config.optim.lr=1e-5"
+      )
+    key, eq, value = item[len("--config.") :].partition("=")
     if not eq:
       raise ValueError(f"override {item!r} has no '=value'")
     _override(c, key, value)
@@ -184,13 +200,16 @@ def load_config(path: str, overrides: list[str] = ()):
 
 def _override(c, dotted: str, text: str) -> None:
   import ast
+
   *parents, leaf = dotted.split(".")
   node = c
   for p in parents:
     node = getattr(node, p)  # AttributeError names the missing key
   if leaf not in node:
-    raise KeyError(f"--config.{dotted}: the config declares no key {leaf!r} "
-                   f"(has: {', '.join(sorted(node.keys()))})")
+    raise KeyError(
+        f"--config.{dotted}: the config declares no key {leaf!r} "
+        f"(has: {', '.join(sorted(node.keys()))})"
+    )
   try:
     value = ast.literal_eval(text)
   except (ValueError, SyntaxError):

@@ -32,6 +32,7 @@ logsumexp over all V (exact: no log1p(-sum), which loses everything when the top
 all the mass). `TailTreatment` says what becomes of the teacher mass outside the top-k; the
 formulas are in its docstring. Ids must be distinct and < V (not checked: traced values).
 """
+
 from __future__ import annotations
 
 import enum
@@ -76,6 +77,7 @@ class TailTreatment(enum.Enum):
                -sum_k p_k log q_k. Forward KL only, temperature 1 only (the reference has none).
   With K = V there is no tail: every treatment but IGNORE's is the dense divergence.
   """
+
   RENORMALISE = "renormalise"
   BUCKET = "bucket"
   IGNORE = "ignore"
@@ -100,8 +102,11 @@ def jsd_from_logprobs(logp: jax.Array, logq: jax.Array, beta: float) -> jax.Arra
   log M is a logsumexp of the two weighted log-probabilities (no log of a sum of probs)."""
   both = jnp.stack([logp + jnp.log(beta), logq + jnp.log1p(-beta)])
   empty = jnp.all(both == -jnp.inf, axis=0)  # an outcome neither side has: log M = -inf, and
-  log_m = jnp.where(empty, -jnp.inf,        # no 0/0 in logsumexp's gradient
-                    jax.nn.logsumexp(jnp.where(empty, 0.0, both), axis=0))
+  log_m = jnp.where(
+      empty,
+      -jnp.inf,  # no 0/0 in logsumexp's gradient
+      jax.nn.logsumexp(jnp.where(empty, 0.0, both), axis=0),
+  )
   return beta * kl_from_logprobs(logp, log_m) + (1.0 - beta) * kl_from_logprobs(logq, log_m)
 
 
@@ -127,47 +132,66 @@ def _divergence_from_logprobs(kind: Divergence, logp, logq, beta: float):
   raise ValueError(f"unknown divergence {kind!r}; choose from {[d.value for d in Divergence]}")
 
 
-def dense_divergence(student_logits: jax.Array, teacher_logits: jax.Array, *,
-                     kind: Divergence, temperature: float | jax.Array = 1.0,
-                     beta: float = 0.5) -> jax.Array:
+def dense_divergence(
+    student_logits: jax.Array,
+    teacher_logits: jax.Array,
+    *,
+    kind: Divergence,
+    temperature: float | jax.Array = 1.0,
+    beta: float = 0.5,
+) -> jax.Array:
   """T^2 * D(p || q) per token, `[..., V]` x `[..., V]` -> `[...]`, with p = softmax(t / T),
   q = softmax(s / T) and D the forward KL, reverse KL or JSD(beta) of the module docstring.
   Both logits must already be aligned to the same vocabulary (see `aligned_vocab`)."""
   if student_logits.shape != teacher_logits.shape:
-    raise ValueError(f"student logits {student_logits.shape} and teacher logits "
-                     f"{teacher_logits.shape} differ; slice both to the shared vocabulary first")
+    raise ValueError(
+        f"student logits {student_logits.shape} and teacher logits "
+        f"{teacher_logits.shape} differ; slice both to the shared vocabulary first"
+    )
   t = _f32(temperature)
   logq = jax.nn.log_softmax(_f32(student_logits) / t, axis=-1)
   logp = jax.nn.log_softmax(_f32(teacher_logits) / t, axis=-1)
   return t * t * _divergence_from_logprobs(kind, logp, logq, beta)
 
 
-def forward_kl(student_logits: jax.Array, teacher_logits: jax.Array, *,
-               temperature: float | jax.Array = 1.0) -> jax.Array:
+def forward_kl(
+    student_logits: jax.Array, teacher_logits: jax.Array, *, temperature: float | jax.Array = 1.0
+) -> jax.Array:
   """T^2 KL(p_t || p_s) per token."""
-  return dense_divergence(student_logits, teacher_logits, kind=Divergence.FORWARD_KL,
-                          temperature=temperature)
+  return dense_divergence(
+      student_logits, teacher_logits, kind=Divergence.FORWARD_KL, temperature=temperature
+  )
 
 
-def reverse_kl(student_logits: jax.Array, teacher_logits: jax.Array, *,
-               temperature: float | jax.Array = 1.0) -> jax.Array:
+def reverse_kl(
+    student_logits: jax.Array, teacher_logits: jax.Array, *, temperature: float | jax.Array = 1.0
+) -> jax.Array:
   """T^2 KL(p_s || p_t) per token."""
-  return dense_divergence(student_logits, teacher_logits, kind=Divergence.REVERSE_KL,
-                          temperature=temperature)
+  return dense_divergence(
+      student_logits, teacher_logits, kind=Divergence.REVERSE_KL, temperature=temperature
+  )
 
 
-def generalised_jsd(student_logits: jax.Array, teacher_logits: jax.Array, *, beta: float,
-                    temperature: float | jax.Array = 1.0) -> jax.Array:
+def generalised_jsd(
+    student_logits: jax.Array,
+    teacher_logits: jax.Array,
+    *,
+    beta: float,
+    temperature: float | jax.Array = 1.0,
+) -> jax.Array:
   """T^2 JSD_beta(p_t, p_s) per token, M = beta p_t + (1 - beta) p_s (GKD / TRL); beta = 0 is
   forward KL, beta = 1 reverse KL."""
-  return dense_divergence(student_logits, teacher_logits, kind=Divergence.JSD,
-                          temperature=temperature, beta=beta)
+  return dense_divergence(
+      student_logits, teacher_logits, kind=Divergence.JSD, temperature=temperature, beta=beta
+  )
 
 
-def student_topk_logprobs(student_logits: jax.Array, teacher_ids: jax.Array,
-                          temperature: float | jax.Array = 1.0,
-                          present: jax.Array | None = None
-                          ) -> tuple[jax.Array, jax.Array | None]:
+def student_topk_logprobs(
+    student_logits: jax.Array,
+    teacher_ids: jax.Array,
+    temperature: float | jax.Array = 1.0,
+    present: jax.Array | None = None,
+) -> tuple[jax.Array, jax.Array | None]:
   """(log q at the ids `[..., K]`, log q_tail `[...]`) of q = softmax(s / T) over all V.
 
   log q_tail = logsumexp(s / T over the tokens not in the ids) - logsumexp(s / T): exact even
@@ -184,30 +208,42 @@ def student_topk_logprobs(student_logits: jax.Array, teacher_ids: jax.Array,
   if present is None:
     outside = jnp.put_along_axis(z, teacher_ids, -jnp.inf, axis=-1, inplace=False)
   else:
-    outside = jnp.put_along_axis(z, teacher_ids, jnp.where(present, -jnp.inf, z_k), axis=-1,
-                                 inplace=False)
+    outside = jnp.put_along_axis(
+        z, teacher_ids, jnp.where(present, -jnp.inf, z_k), axis=-1, inplace=False
+    )
     logq_k = jnp.where(present, logq_k, -jnp.inf)
   return logq_k, jax.nn.logsumexp(outside, axis=-1) - lse
 
 
 def _check_sparse_shapes(student_logits, teacher_ids, teacher_logprobs, tail_logmass):
   lead, k = student_logits.shape[:-1], teacher_ids.shape[-1]
-  if (teacher_ids.shape != teacher_logprobs.shape or teacher_ids.shape[:-1] != lead
-      or tuple(tail_logmass.shape) != lead):
+  if (
+      teacher_ids.shape != teacher_logprobs.shape
+      or teacher_ids.shape[:-1] != lead
+      or tuple(tail_logmass.shape) != lead
+  ):
     raise ValueError(
         f"sparse teacher shapes do not match the student logits {student_logits.shape}: "
         f"ids {teacher_ids.shape}, log-probs {teacher_logprobs.shape}, tail {tail_logmass.shape}"
-        f" (want [..., K], [..., K], [...] with the student's leading dims)")
+        f" (want [..., K], [..., K], [...] with the student's leading dims)"
+    )
   if k > student_logits.shape[-1]:
     raise ValueError(f"top-k K={k} exceeds the student vocabulary V={student_logits.shape[-1]}")
   if not jnp.issubdtype(teacher_ids.dtype, jnp.integer):
     raise ValueError(f"teacher ids must be integers, got {teacher_ids.dtype}")
 
 
-def sparse_divergence(student_logits: jax.Array, teacher_ids: jax.Array,
-                      teacher_logprobs: jax.Array, tail_logmass: jax.Array, *,
-                      kind: Divergence, tail: TailTreatment,
-                      temperature: float | jax.Array = 1.0, beta: float = 0.5) -> jax.Array:
+def sparse_divergence(
+    student_logits: jax.Array,
+    teacher_ids: jax.Array,
+    teacher_logprobs: jax.Array,
+    tail_logmass: jax.Array,
+    *,
+    kind: Divergence,
+    tail: TailTreatment,
+    temperature: float | jax.Array = 1.0,
+    beta: float = 0.5,
+) -> jax.Array:
   """T^2 D(teacher || student) per token against a top-k teacher; `[...]`.
 
   `student_logits [..., V]` float, `teacher_ids [..., K]` int, `teacher_logprobs [..., K]`
@@ -220,11 +256,15 @@ def sparse_divergence(student_logits: jax.Array, teacher_ids: jax.Array,
     kind = {0.0: Divergence.FORWARD_KL, 1.0: Divergence.REVERSE_KL}.get(float(beta), kind)
   if tail is TailTreatment.IGNORE:
     if kind is not Divergence.FORWARD_KL:
-      raise ValueError(f"tail treatment IGNORE defines forward KL only, not {kind.value}; "
-                       "use RENORMALISE or BUCKET")
+      raise ValueError(
+          f"tail treatment IGNORE defines forward KL only, not {kind.value}; "
+          "use RENORMALISE or BUCKET"
+      )
     if not (isinstance(temperature, numbers.Real) and temperature == 1):
-      raise ValueError("tail treatment IGNORE reproduces the reference code, which has no "
-                       f"temperature: pass temperature=1.0, not {temperature!r}")
+      raise ValueError(
+          "tail treatment IGNORE reproduces the reference code, which has no "
+          f"temperature: pass temperature=1.0, not {temperature!r}"
+      )
     logq_k, _ = student_topk_logprobs(student_logits, teacher_ids)
     return kl_from_logprobs(_f32(teacher_logprobs), logq_k)
 
@@ -256,8 +296,9 @@ def sparse_divergence(student_logits: jax.Array, teacher_ids: jax.Array,
       logp = jax.nn.log_softmax(jnp.concatenate([scaled_k, scaled_tail], axis=-1), axis=-1)
       logq = jnp.concatenate([logq_k, logq_tail[..., None]], axis=-1)
   else:
-    raise ValueError(f"unknown tail treatment {tail!r}; "
-                     f"choose from {[x.value for x in TailTreatment]}")
+    raise ValueError(
+        f"unknown tail treatment {tail!r}; " f"choose from {[x.value for x in TailTreatment]}"
+    )
   return t * t * _divergence_from_logprobs(kind, logp, logq, beta)
 
 
@@ -268,19 +309,23 @@ def aligned_vocab(student_vocab: int, teacher_vocab: int, real_tokens: int) -> i
   has 151,665 real tokens; the rows past `real_tokens` are padding no text ever produces. The
   caller slices both logits to `[..., :n]` before a dense divergence, so each softmax runs over
   the real tokens only."""
-  for name, value in (("student_vocab", student_vocab), ("teacher_vocab", teacher_vocab),
-                      ("real_tokens", real_tokens)):
+  for name, value in (
+      ("student_vocab", student_vocab),
+      ("teacher_vocab", teacher_vocab),
+      ("real_tokens", real_tokens),
+  ):
     if not isinstance(value, numbers.Integral) or value <= 0:
       raise ValueError(f"{name} must be a positive integer, got {value!r}")
   if real_tokens > student_vocab or real_tokens > teacher_vocab:
-    raise ValueError(f"the tokenizer has {real_tokens} tokens but the student's vocabulary has "
-                     f"{student_vocab} rows and the teacher's {teacher_vocab}: a model must have "
-                     "a row for every token")
+    raise ValueError(
+        f"the tokenizer has {real_tokens} tokens but the student's vocabulary has "
+        f"{student_vocab} rows and the teacher's {teacher_vocab}: a model must have "
+        "a row for every token"
+    )
   return min(student_vocab, teacher_vocab, real_tokens)
 
 
-def cosine_distance(student_h: jax.Array, teacher_h: jax.Array, *, eps: float = 1e-8
-                    ) -> jax.Array:
+def cosine_distance(student_h: jax.Array, teacher_h: jax.Array, *, eps: float = 1e-8) -> jax.Array:
   """1 - cos(a, b) per token, `[..., D]` x `[..., D]` -> `[...]`, in [0, 2].
 
   cos(a, b) = a.b / (max(|a|, eps) max(|b|, eps)); the norms are taken as rsqrt(max(|a|^2,
@@ -291,8 +336,9 @@ def cosine_distance(student_h: jax.Array, teacher_h: jax.Array, *, eps: float = 
   return 1.0 - jnp.sum(a * b, axis=-1) * inv_a * inv_b
 
 
-def rms_normalised_mse(student_h: jax.Array, teacher_h: jax.Array, *, eps: float = 1e-6
-                       ) -> jax.Array:
+def rms_normalised_mse(
+    student_h: jax.Array, teacher_h: jax.Array, *, eps: float = 1e-6
+) -> jax.Array:
   """mean_d (a^_d - b^_d)^2 per token with x^ = x / sqrt(mean_d x_d^2 + eps).
 
   Each vector is divided by its root-mean-square (as an RMSNorm without a gain; eps as Qwen2's

@@ -16,6 +16,7 @@ SimPO, plus RPO's NLL term). Metrics, averaged per pair: `reward_accuracy`, `rew
 `chosen_reward`, `rejected_reward` (the implicit rewards of the chosen variant), `chosen_logp`,
 `rejected_logp`, `chosen_length`, `rejected_length` (response tokens).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -30,19 +31,37 @@ from distil_jax.train.objective import FieldSpec, LossContext
 from distil_jax.train.sequence_logprobs import sequence_logprobs
 
 SIDES = ("chosen", "rejected")
-SIDE_FIELDS = {"input_ids": jnp.int32, "target_ids": jnp.int32, "loss_mask": jnp.float32,
-               "positions": jnp.int32, "segment_ids": jnp.int32}
-METRICS = ("reward_accuracy", "reward_margin", "chosen_reward", "rejected_reward", "chosen_logp",
-           "rejected_logp", "chosen_length", "rejected_length")
+SIDE_FIELDS = {
+    "input_ids": jnp.int32,
+    "target_ids": jnp.int32,
+    "loss_mask": jnp.float32,
+    "positions": jnp.int32,
+    "segment_ids": jnp.int32,
+}
+METRICS = (
+    "reward_accuracy",
+    "reward_margin",
+    "chosen_reward",
+    "rejected_reward",
+    "chosen_logp",
+    "rejected_logp",
+    "chosen_length",
+    "rejected_length",
+)
 
 
 def policy_logprobs(model, batch, *, chunk: int, logits_dtype=jnp.float32):
   """(chosen [B], rejected [B]) summed response log-probs under `model`, one forward of 2B rows."""
-  rows = {k: jnp.concatenate([batch[f"chosen_{k}"], batch[f"rejected_{k}"]])
-          for k in SIDE_FIELDS}
+  rows = {k: jnp.concatenate([batch[f"chosen_{k}"], batch[f"rejected_{k}"]]) for k in SIDE_FIELDS}
   h_RxLxD, _ = model.hidden_states(rows["input_ids"], rows["positions"], rows["segment_ids"])
-  logp_R = sequence_logprobs(h_RxLxD, model.unembed_matrix(), rows["target_ids"],
-                             rows["loss_mask"], chunk=chunk, logits_dtype=logits_dtype)
+  logp_R = sequence_logprobs(
+      h_RxLxD,
+      model.unembed_matrix(),
+      rows["target_ids"],
+      rows["loss_mask"],
+      chunk=chunk,
+      logits_dtype=logits_dtype,
+  )
   b = batch["chosen_input_ids"].shape[0]
   return logp_R[:b], logp_R[b:]
 
@@ -50,6 +69,7 @@ def policy_logprobs(model, batch, *, chunk: int, logits_dtype=jnp.float32):
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class DPOLoss:
   """A preference loss over pair batches (see the module docstring)."""
+
   objective: DPOObjective = DPOObjective()
   online_reference: bool = False  # the frozen model "reference" instead of batch log-probs
   chunk: int = 256
@@ -66,8 +86,11 @@ class DPOLoss:
     return self.objective.needs_reference and not self.online_reference
 
   def fields(self) -> dict[str, FieldSpec]:
-    out = {f"{side}_{k}": FieldSpec(dtype, ("batch", "seq"))
-           for side in SIDES for k, dtype in SIDE_FIELDS.items()}
+    out = {
+        f"{side}_{k}": FieldSpec(dtype, ("batch", "seq"))
+        for side in SIDES
+        for k, dtype in SIDE_FIELDS.items()
+    }
     if self.precomputed_reference:
       out.update({f"ref_{side}_logp": FieldSpec(jnp.float32, ("batch",)) for side in SIDES})
     return out
@@ -77,22 +100,30 @@ class DPOLoss:
     return {"pairs": jnp.asarray(batch["chosen_input_ids"].shape[0], jnp.float32)}
 
   def __call__(self, ctx: LossContext, batch, counts):
-    policy_w, policy_l = policy_logprobs(ctx.model, batch, chunk=self.chunk,
-                                         logits_dtype=self.logits_dtype)
+    policy_w, policy_l = policy_logprobs(
+        ctx.model, batch, chunk=self.chunk, logits_dtype=self.logits_dtype
+    )
     if not self.objective.needs_reference:
       ref_w = ref_l = None
     elif self.online_reference:
-      ref_w, ref_l = jax.lax.stop_gradient(policy_logprobs(
-          ctx.frozen["reference"], batch, chunk=self.chunk, logits_dtype=self.logits_dtype))
+      ref_w, ref_l = jax.lax.stop_gradient(
+          policy_logprobs(
+              ctx.frozen["reference"], batch, chunk=self.chunk, logits_dtype=self.logits_dtype
+          )
+      )
     else:
       ref_w, ref_l = batch["ref_chosen_logp"], batch["ref_rejected_logp"]
     n_w = jnp.sum(batch["chosen_loss_mask"].astype(jnp.float32), axis=-1)
     n_l = jnp.sum(batch["rejected_loss_mask"].astype(jnp.float32), axis=-1)
     loss_B, r_w, r_l = self.objective(policy_w, policy_l, ref_w, ref_l, n_w, n_l)
     sums = {k: jnp.sum(v) for k, v in reward_metrics(r_w, r_l).items()}
-    sums.update(chosen_logp=jnp.sum(policy_w), rejected_logp=jnp.sum(policy_l),
-                chosen_length=jnp.sum(n_w), rejected_length=jnp.sum(n_l),
-                preference_loss=jax.lax.stop_gradient(jnp.sum(loss_B)))
+    sums.update(
+        chosen_logp=jnp.sum(policy_w),
+        rejected_logp=jnp.sum(policy_l),
+        chosen_length=jnp.sum(n_w),
+        rejected_length=jnp.sum(n_l),
+        preference_loss=jax.lax.stop_gradient(jnp.sum(loss_B)),
+    )
     return jnp.sum(loss_B) / counts["pairs"], sums
 
 
@@ -102,6 +133,7 @@ class DPOConfig:
   """`config.loss = dict(kind="dpo", variant=..., beta=..., ...)`; the data is a directory of
   tokenized pairs (`data.path`, from `distil-jax prepare-pairs`) and, unless `online_reference`
   or the variant is SimPO, the reference log-probs computed for them (`reference_logprobs`)."""
+
   kind: str = "dpo"
   variant: str = "sigmoid"  # sigmoid | ipo | length_normalised | simpo
   beta: float = 0.1
@@ -116,25 +148,43 @@ class DPOConfig:
       raise ValueError(f"config.loss.variant={self.variant!r}: choose from {KINDS}")
     self.objective()  # validates beta, label smoothing, gamma now, at config time
     if self.objective().needs_reference and not (self.online_reference or self.reference_logprobs):
-      raise ValueError("config.loss: DPO needs a reference: set loss.reference_logprobs to a "
-                       "`distil-jax ref-logprobs` directory, or loss.online_reference=True and "
-                       "frozen.reference.path")
+      raise ValueError(
+          "config.loss: DPO needs a reference: set loss.reference_logprobs to a "
+          "`distil-jax ref-logprobs` directory, or loss.online_reference=True and "
+          "frozen.reference.path"
+      )
 
   def objective(self) -> DPOObjective:
-    return DPOObjective(kind=self.variant, beta=self.beta, label_smoothing=self.label_smoothing,
-                        gamma=self.gamma, sft_weight=self.sft_weight)
+    return DPOObjective(
+        kind=self.variant,
+        beta=self.beta,
+        label_smoothing=self.label_smoothing,
+        gamma=self.gamma,
+        sft_weight=self.sft_weight,
+    )
 
   def build(self, train_cfg) -> DPOLoss:
-    return DPOLoss(objective=self.objective(), online_reference=self.online_reference,
-                   chunk=train_cfg.loss_chunk, logits_dtype=train_cfg.loss_logits_dtype)
+    return DPOLoss(
+        objective=self.objective(),
+        online_reference=self.online_reference,
+        chunk=train_cfg.loss_chunk,
+        logits_dtype=train_cfg.loss_logits_dtype,
+    )
 
   def batches(self, train_cfg, *, shard_index: int, shard_count: int):
     """This process's pair batches (the train command's data for `kind="dpo"`)."""
     from distil_jax.pairs.pipeline import make_pair_iterator
+
     precomputed = self.objective().needs_reference and not self.online_reference
     reference = self.reference_logprobs if precomputed else None
     data = train_cfg.data
-    return make_pair_iterator(data.path, reference, seq_len=data.seq_len,
-                              batch_size=data.batch_size // shard_count, seed=data.seed,
-                              shard_index=shard_index, shard_count=shard_count,
-                              num_epochs=data.num_epochs or None)
+    return make_pair_iterator(
+        data.path,
+        reference,
+        seq_len=data.seq_len,
+        batch_size=data.batch_size // shard_count,
+        seed=data.seed,
+        shard_index=shard_index,
+        shard_count=shard_count,
+        num_epochs=data.num_epochs or None,
+    )

@@ -9,6 +9,7 @@ by the model's 6N + attention count (the extra rematerialised LM-head forward of
 log-probs is not counted: it is overhead, not useful work), and the fraction of the measured
 bf16 matmul ceiling of the device.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -33,8 +34,9 @@ def run_dpo_bench(config: str, overrides: list[str], *, steps: int, warmup: int)
   overrides = list(overrides) + ["--config.loss.reference_logprobs=<random>"]
   cfg = from_config_dict(load_config(config, overrides))
   if jax.default_backend() == "gpu":
-    cfg = dataclasses.replace(cfg, model=dataclasses.replace(
-        cfg.model, attention_impl=AttentionImpl.CUDNN))
+    cfg = dataclasses.replace(
+        cfg, model=dataclasses.replace(cfg.model, attention_impl=AttentionImpl.CUDNN)
+    )
   B, L = cfg.data.batch_size, cfg.data.seq_len
   mesh = make_mesh(cfg.mesh)
   tx, schedule = make_optimizer(cfg.optim, cfg.steps)
@@ -44,22 +46,36 @@ def run_dpo_bench(config: str, overrides: list[str], *, steps: int, warmup: int)
   for side in ("chosen", "rejected"):
     ids = rng.integers(0, cfg.model.vocab_size, (B, L + 1), dtype=np.int32)
     mask = np.zeros((B, L), np.float32)
-    mask[:, L // 4:] = 1.0  # a quarter prompt, three quarters response
-    host.update({f"{side}_input_ids": ids[:, :-1], f"{side}_target_ids": ids[:, 1:],
-                 f"{side}_loss_mask": mask, f"{side}_segment_ids": np.ones((B, L), np.int32),
-                 f"{side}_positions": np.tile(np.arange(L, dtype=np.int32), (B, 1)),
-                 f"ref_{side}_logp": rng.normal(-L, 10.0, (B,)).astype(np.float32)})
+    mask[:, L // 4 :] = 1.0  # a quarter prompt, three quarters response
+    host.update(
+        {
+            f"{side}_input_ids": ids[:, :-1],
+            f"{side}_target_ids": ids[:, 1:],
+            f"{side}_loss_mask": mask,
+            f"{side}_segment_ids": np.ones((B, L), np.int32),
+            f"{side}_positions": np.tile(np.arange(L, dtype=np.int32), (B, 1)),
+            f"ref_{side}_logp": rng.normal(-L, 10.0, (B,)).astype(np.float32),
+        }
+    )
   with use_mesh(mesh, cfg.rules):
     graphdef, _, abstract_state = abstract_train_state(cfg, mesh, tx)
     state = init_train_state(cfg, mesh, tx, abstract_state)
-    step_fn = jit_train_step(graphdef=graphdef, loss=loss, tx=tx, schedule=schedule,
-                             grad_accum=cfg.grad_accum,
-                             state_sharding=jax.tree.map(lambda a: a.sharding, abstract_state),
-                             mesh=mesh, rules=cfg.rules)
-    batch = jax.device_put({k: host[k] for k in loss.fields()},
-                           field_shardings(loss.fields(), mesh, cfg.rules))
-    key = jax.device_put(jax.random.key(0), jax.sharding.NamedSharding(
-        mesh, jax.sharding.PartitionSpec()))
+    step_fn = jit_train_step(
+        graphdef=graphdef,
+        loss=loss,
+        tx=tx,
+        schedule=schedule,
+        grad_accum=cfg.grad_accum,
+        state_sharding=jax.tree.map(lambda a: a.sharding, abstract_state),
+        mesh=mesh,
+        rules=cfg.rules,
+    )
+    batch = jax.device_put(
+        {k: host[k] for k in loss.fields()}, field_shardings(loss.fields(), mesh, cfg.rules)
+    )
+    key = jax.device_put(
+        jax.random.key(0), jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+    )
     t0 = time.perf_counter()
     compiled = step_fn.lower(state, batch, key, {}).compile()
     compile_s = time.perf_counter() - t0
@@ -71,16 +87,31 @@ def run_dpo_bench(config: str, overrides: list[str], *, steps: int, warmup: int)
       state, metrics = compiled(state, batch, key, {})
     jax.block_until_ready(metrics)
     seconds = time.perf_counter() - t0
-  perf = M.throughput(2 * B * L * steps, seconds, cfg.model.flops_per_token(L),
-                      mesh.devices.size, M.peak_flops_per_device())
+  perf = M.throughput(
+      2 * B * L * steps,
+      seconds,
+      cfg.model.flops_per_token(L),
+      mesh.devices.size,
+      M.peak_flops_per_device(),
+  )
   ceiling = measure_matmul_ceiling()
-  return {"config": config, "device": jax.devices()[0].device_kind, "devices": mesh.devices.size,
-          "pairs_per_step": B, "seq_len": L, "params": cfg.model.num_params(),
-          "compute_dtype": str(np.dtype(cfg.model.compute_dtype)), "variant": cfg.loss.variant,
-          "compile_s": round(compile_s, 2), "step_s": seconds / steps,
-          "tokens_per_s": perf["tokens_per_s"], "tflops_per_device": perf["tflops_per_device"],
-          **ceiling, "of_ceiling": perf["tflops_per_device"] / ceiling["ceiling_tflops"],
-          "final_loss": float(metrics["loss"])}
+  return {
+      "config": config,
+      "device": jax.devices()[0].device_kind,
+      "devices": mesh.devices.size,
+      "pairs_per_step": B,
+      "seq_len": L,
+      "params": cfg.model.num_params(),
+      "compute_dtype": str(np.dtype(cfg.model.compute_dtype)),
+      "variant": cfg.loss.variant,
+      "compile_s": round(compile_s, 2),
+      "step_s": seconds / steps,
+      "tokens_per_s": perf["tokens_per_s"],
+      "tflops_per_device": perf["tflops_per_device"],
+      **ceiling,
+      "of_ceiling": perf["tflops_per_device"] / ceiling["ceiling_tflops"],
+      "final_loss": float(metrics["loss"]),
+  }
 
 
 def main(argv=None) -> int:
@@ -89,8 +120,11 @@ def main(argv=None) -> int:
   parser.add_argument("--steps", type=int, default=5)
   parser.add_argument("--warmup", type=int, default=1)
   args, overrides = parser.parse_known_args(argv)
-  print(json.dumps(run_dpo_bench(args.config, overrides, steps=args.steps, warmup=args.warmup),
-                   indent=2))
+  print(
+      json.dumps(
+          run_dpo_bench(args.config, overrides, steps=args.steps, warmup=args.warmup), indent=2
+      )
+  )
   return 0
 
 

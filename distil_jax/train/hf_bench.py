@@ -15,6 +15,7 @@ the two counts shows. `bench --hf` runs this in its own process (`run_in_subproc
 CUDA allocator of its own, and an OOM or a crash cannot take the JAX half down with it. A CUDA OOM
 is reported as `{"oom": true}`. torch is imported only inside the functions here.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -72,25 +73,36 @@ def _peak_flops(device_name: str) -> float | None:
   """The datasheet peak our bench uses, looked up by torch's name for the card (the same
   strings as JAX's `device_kind`)."""
   from distil_jax.train.metrics import PEAK_FLOPS
+
   return next((f for name, f in PEAK_FLOPS.items() if device_name.startswith(name)), None)
 
 
 def _flops_per_token(model, seq_len: int) -> tuple[int, float]:
   import torch
+
   matmul_params = sum(m.weight.numel() for m in model.modules() if isinstance(m, torch.nn.Linear))
   c = model.config
-  attn = 12.0 * c.num_hidden_layers * c.num_attention_heads * (
-      getattr(c, "head_dim", None) or c.hidden_size // c.num_attention_heads) * seq_len
+  attn = (
+      12.0
+      * c.num_hidden_layers
+      * c.num_attention_heads
+      * (getattr(c, "head_dim", None) or c.hidden_size // c.num_attention_heads)
+      * seq_len
+  )
   return matmul_params, 6.0 * matmul_params + attn
 
 
 def _peak_memory_gb(device) -> tuple[float, str]:
   import torch
+
   if device.type == "cuda":
     return torch.cuda.max_memory_allocated(device) / 2**30, "torch.cuda.max_memory_allocated"
   import resource  # CPU: no allocator statistics; the process high-water mark instead
-  return (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 2**30,
-          "process peak RSS (torch, model, optimizer and activations)")
+
+  return (
+      resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 2**30,
+      "process peak RSS (torch, model, optimizer and activations)",
+  )
 
 
 def _timed_steps(spec: HFBenchSpec, device) -> dict:
@@ -107,14 +119,24 @@ def _timed_steps(spec: HFBenchSpec, device) -> dict:
     model.gradient_checkpointing_enable()
   params = sum(p.numel() for p in model.parameters())
   matmul_params, flops_per_token = _flops_per_token(model, spec.seq_len)
-  opt = torch.optim.AdamW(model.parameters(), lr=spec.lr, betas=(spec.b1, spec.b2), eps=spec.eps,
-                          weight_decay=spec.weight_decay,
-                          **({"fused": True} if device.type == "cuda" else {}))
+  opt = torch.optim.AdamW(
+      model.parameters(),
+      lr=spec.lr,
+      betas=(spec.b1, spec.b2),
+      eps=spec.eps,
+      weight_decay=spec.weight_decay,
+      **({"fused": True} if device.type == "cuda" else {}),
+  )
   forward = torch.compile(model) if spec.compile else model
-  ids = torch.randint(0, config.vocab_size, (spec.batch, spec.seq_len),
-                      generator=torch.Generator().manual_seed(spec.seed)).to(device)
-  autocast = torch.autocast(device.type, dtype=torch.bfloat16,
-                            enabled=spec.precision is Precision.AUTOCAST)
+  ids = torch.randint(
+      0,
+      config.vocab_size,
+      (spec.batch, spec.seq_len),
+      generator=torch.Generator().manual_seed(spec.seed),
+  ).to(device)
+  autocast = torch.autocast(
+      device.type, dtype=torch.bfloat16, enabled=spec.precision is Precision.AUTOCAST
+  )
 
   def step():
     with autocast:
@@ -139,9 +161,16 @@ def _timed_steps(spec: HFBenchSpec, device) -> dict:
     loss = step()
   sync()
   seconds = time.perf_counter() - t0
-  return {"params": params, "matmul_params": matmul_params, "flops_per_token": flops_per_token,
-          "first_step_s": round(first_step_s, 2), "step_s": seconds / spec.steps,
-          "seconds": seconds, "first_loss": float(first_loss), "final_loss": float(loss)}
+  return {
+      "params": params,
+      "matmul_params": matmul_params,
+      "flops_per_token": flops_per_token,
+      "first_step_s": round(first_step_s, 2),
+      "step_s": seconds / spec.steps,
+      "seconds": seconds,
+      "first_loss": float(first_loss),
+      "final_loss": float(loss),
+  }
 
 
 def bench_hf_train_step(spec: HFBenchSpec) -> dict:
@@ -154,10 +183,18 @@ def bench_hf_train_step(spec: HFBenchSpec) -> dict:
     raise ValueError(f"steps={spec.steps}, warmup={spec.warmup}: both must be at least 1")
   device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
   name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
-  report = {"device": name, "devices": 1, "batch": spec.batch, "seq_len": spec.seq_len,
-            "precision": spec.precision.value, "attention": "sdpa", "compile": spec.compile,
-            "grad_ckpt": spec.grad_ckpt, "torch": torch.__version__,
-            "transformers": transformers.__version__}
+  report = {
+      "device": name,
+      "devices": 1,
+      "batch": spec.batch,
+      "seq_len": spec.seq_len,
+      "precision": spec.precision.value,
+      "attention": "sdpa",
+      "compile": spec.compile,
+      "grad_ckpt": spec.grad_ckpt,
+      "torch": torch.__version__,
+      "transformers": transformers.__version__,
+  }
   if device.type == "cuda":
     torch.cuda.reset_peak_memory_stats(device)
   try:
@@ -166,12 +203,23 @@ def bench_hf_train_step(spec: HFBenchSpec) -> dict:
     if not (isinstance(e, torch.OutOfMemoryError) or "out of memory" in str(e)):
       raise
     return {**report, "oom": True, "error": str(e).strip().splitlines()[0]}
-  perf = throughput(spec.batch * spec.seq_len * spec.steps, timed.pop("seconds"),
-                    timed["flops_per_token"], 1, _peak_flops(name))
+  perf = throughput(
+      spec.batch * spec.seq_len * spec.steps,
+      timed.pop("seconds"),
+      timed["flops_per_token"],
+      1,
+      _peak_flops(name),
+  )
   peak_gb, how = _peak_memory_gb(device)
-  return {**report, **timed, "tokens_per_s": perf["tokens_per_s"],
-          "tflops_per_device": perf["tflops_per_device"], "mfu": perf.get("mfu"),
-          "peak_memory_gb": peak_gb, "peak_memory_source": how}
+  return {
+      **report,
+      **timed,
+      "tokens_per_s": perf["tokens_per_s"],
+      "tflops_per_device": perf["tflops_per_device"],
+      "mfu": perf.get("mfu"),
+      "peak_memory_gb": peak_gb,
+      "peak_memory_source": how,
+  }
 
 
 def run_in_subprocess(spec: HFBenchSpec, *, timeout_s: float | None = None) -> dict:

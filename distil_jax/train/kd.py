@@ -22,6 +22,7 @@ their start value at step 0 to their `_end` value at the last step. No [B, L, V]
 exists: the logits are formed chunk by chunk (`chunked.chunked_token_loss`), the gradient with
 respect to the student's in the same pass.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -37,8 +38,13 @@ from distil_jax.train import kd_schedules as sched
 from distil_jax.train.chunked import chunk_logits, chunked_token_loss
 from distil_jax.train.loss_config import register
 from distil_jax.train.losses import token_correct, token_cross_entropy
-from distil_jax.train.objective import (TOKEN_FIELDS, FieldSpec, LossContext, per_token,
-                                        response_tokens)
+from distil_jax.train.objective import (
+    TOKEN_FIELDS,
+    FieldSpec,
+    LossContext,
+    per_token,
+    response_tokens,
+)
 
 TEACHER = "teacher"
 
@@ -64,16 +70,19 @@ class FusionProjections(nnx.Module):
   """One learned [student width, teacher width] projection per mapped layer pair."""
 
   def __init__(self, pairs: int, student_width: int, teacher_width: int, *, rngs: nnx.Rngs):
-    scale = student_width ** -0.5
-    self.proj = nnx.Param(scale * jax.random.normal(
-        rngs.params(), (pairs, student_width, teacher_width), jnp.float32),
-        axes=("layers", "embed", None))
+    scale = student_width**-0.5
+    self.proj = nnx.Param(
+        scale
+        * jax.random.normal(rngs.params(), (pairs, student_width, teacher_width), jnp.float32),
+        axes=("layers", "embed", None),
+    )
 
 
 @dataclasses.dataclass(frozen=True)
 class _KDChunk:
   """The per-chunk token loss (static: hashable), reading alpha, T and the teacher's unembedding
   from `consts`."""
+
   source: Source
   divergence: dv.Divergence
   tail: dv.TailTreatment
@@ -93,32 +102,43 @@ class _KDChunk:
     m, targets = inputs["mask"], inputs["targets"]
     temperature = self.temperature if self.temperature is not None else consts["temperature"]
     ce = token_cross_entropy(logits_BxCxV, targets)
-    student = logits_BxCxV[..., :self.columns]
+    student = logits_BxCxV[..., : self.columns]
     if self.source is Source.ONLINE:
       teacher = chunk_logits(inputs["teacher_h"], consts["teacher_w"], jnp.float32)
-      teacher = teacher[..., :self.columns]
+      teacher = teacher[..., : self.columns]
       if self.online_top_k:
         sparse = self._teacher_sparse(teacher)
       else:
         sparse = None
-        kd = dv.dense_divergence(student, teacher, kind=self.divergence,
-                                 temperature=temperature, beta=self.beta)
+        kd = dv.dense_divergence(
+            student, teacher, kind=self.divergence, temperature=temperature, beta=self.beta
+        )
     else:
       sparse = inputs["topk_ids"], inputs["topk_logprobs"], inputs["topk_tail"]
     if sparse is not None:
-      kd = dv.sparse_divergence(student, *sparse, kind=self.divergence, tail=self.tail,
-                                temperature=temperature, beta=self.beta)
+      kd = dv.sparse_divergence(
+          student,
+          *sparse,
+          kind=self.divergence,
+          tail=self.tail,
+          temperature=temperature,
+          beta=self.beta,
+      )
     # A masked position may hold anything (padding, zeros for top-k): never let it reach the sum.
     kd = jnp.where(m > 0, kd, 0.0)
     alpha = consts["alpha"]
     loss = jnp.sum(m * ((1.0 - alpha) * ce + alpha * kd))
-    return loss, {"ce": jnp.sum(m * ce), "kd": jnp.sum(m * kd),
-                  "accuracy": jnp.sum(m * token_correct(logits_BxCxV, targets))}
+    return loss, {
+        "ce": jnp.sum(m * ce),
+        "kd": jnp.sum(m * kd),
+        "accuracy": jnp.sum(m * token_correct(logits_BxCxV, targets)),
+    }
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class KDLoss:
   """The objective of the module docstring."""
+
   source: Source = Source.ONLINE
   divergence: dv.Divergence = dv.Divergence.FORWARD_KL
   jsd_beta: float = 0.5
@@ -184,8 +204,9 @@ class KDLoss:
       return None
     teacher = frozen_cfgs[TEACHER]
     pairs = len(self.layer_pairs(student_cfg.num_layers, teacher.num_layers))
-    return lambda: FusionProjections(pairs, student_cfg.hidden_size, teacher.hidden_size,
-                                     rngs=nnx.Rngs(seed + 1))
+    return lambda: FusionProjections(
+        pairs, student_cfg.hidden_size, teacher.hidden_size, rngs=nnx.Rngs(seed + 1)
+    )
 
   def _scheduled(self, kind, start, end, step):
     """`start` throughout for a constant ramp (its `_end` is then unused), else the ramp."""
@@ -194,11 +215,18 @@ class KDLoss:
     return sched.ramp(kind, start, end, step, self.total_steps)
 
   def _chunk_fn(self, columns: int) -> _KDChunk:
-    constant_t = (self.temperature_ramp is sched.Ramp.CONSTANT
-                  or self.temperature == self.temperature_end)
-    return _KDChunk(source=self.source, divergence=self.divergence, tail=self.tail,
-                    beta=float(self.jsd_beta), columns=columns, online_top_k=self.online_top_k,
-                    temperature=float(self.temperature) if constant_t else None)
+    constant_t = (
+        self.temperature_ramp is sched.Ramp.CONSTANT or self.temperature == self.temperature_end
+    )
+    return _KDChunk(
+        source=self.source,
+        divergence=self.divergence,
+        tail=self.tail,
+        beta=float(self.jsd_beta),
+        columns=columns,
+        online_top_k=self.online_top_k,
+        temperature=float(self.temperature) if constant_t else None,
+    )
 
   def _columns(self, model, teacher) -> int:
     rows = [model.cfg.vocab_size] + ([teacher.cfg.vocab_size] if teacher is not None else [])
@@ -212,24 +240,32 @@ class KDLoss:
     pairs = self.layer_pairs(model.cfg.num_layers, teacher.cfg.num_layers) if fusion else ()
     args = (batch["input_ids"], batch["positions"], batch.get("segment_ids"))
     h_BxLxD, student_layers = model.hidden_states(
-        *args, collect=tuple(a for a, _ in pairs) if fusion else False)
+        *args, collect=tuple(a for a, _ in pairs) if fusion else False
+    )
     inputs = {"targets": batch["target_ids"], "mask": batch["loss_mask"].astype(jnp.float32)}
     consts = {"alpha": self._scheduled(self.alpha_ramp, self.alpha, self.alpha_end, ctx.step)}
     if self._chunk_fn(1).temperature is None:
-      consts["temperature"] = self._scheduled(self.temperature_ramp, self.temperature,
-                                              self.temperature_end, ctx.step)
+      consts["temperature"] = self._scheduled(
+          self.temperature_ramp, self.temperature, self.temperature_end, ctx.step
+      )
     if teacher is not None:
       teacher_h, teacher_layers = teacher.hidden_states(
-          *args, collect=tuple(b for _, b in pairs) if fusion else False)
+          *args, collect=tuple(b for _, b in pairs) if fusion else False
+      )
       if self.source is Source.ONLINE:
         inputs["teacher_h"] = teacher_h
         consts["teacher_w"] = teacher.unembed_matrix().astype(teacher_h.dtype)
     if self.source is Source.OFFLINE:
       inputs.update({k: batch[k] for k in OFFLINE_FIELDS})
-    total, sums = chunked_token_loss(h_BxLxD, model.unembed_matrix(), inputs,
-                                     self._chunk_fn(self._columns(model, teacher)),
-                                     chunk=self.chunk, consts=consts,
-                                     logits_dtype=self.logits_dtype)
+    total, sums = chunked_token_loss(
+        h_BxLxD,
+        model.unembed_matrix(),
+        inputs,
+        self._chunk_fn(self._columns(model, teacher)),
+        chunk=self.chunk,
+        consts=consts,
+        logits_dtype=self.logits_dtype,
+    )
     objective = per_token(total, counts["tokens"])
     if fusion:
       fused, weighted = self._fusion(ctx, student_layers, teacher_layers, inputs["mask"])
@@ -247,9 +283,14 @@ class KDLoss:
     else:
       dist_NxBxL = dv.rms_normalised_mse(projected, teacher)
     per_pair_N = jnp.sum(dist_NxBxL * mask_BxL[None], axis=(1, 2))
-    weights_N = sched.fusion_layer_weights(per_pair_N.shape[0], ctx.step, self.total_steps,
-                                           self.fusion_ramp, 1.0,
-                                           enter_fraction=self.fusion_enter_fraction)
+    weights_N = sched.fusion_layer_weights(
+        per_pair_N.shape[0],
+        ctx.step,
+        self.total_steps,
+        self.fusion_ramp,
+        1.0,
+        enter_fraction=self.fusion_enter_fraction,
+    )
     return jnp.sum(per_pair_N), jnp.sum(weights_N * per_pair_N)
 
 
@@ -257,6 +298,7 @@ class KDLoss:
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class KDConfig:
   """`config.loss` for kind "kd": every field of `KDLoss` but the ones the run sets."""
+
   kind: str = "kd"
   source: Source = Source.ONLINE
   divergence: dv.Divergence = dv.Divergence.FORWARD_KL
@@ -278,5 +320,9 @@ class KDConfig:
 
   def build(self, train_cfg) -> KDLoss:
     fields = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "kind"}
-    return KDLoss(total_steps=train_cfg.steps, chunk=train_cfg.loss_chunk,
-                  logits_dtype=train_cfg.loss_logits_dtype, **fields)
+    return KDLoss(
+        total_steps=train_cfg.steps,
+        chunk=train_cfg.loss_chunk,
+        logits_dtype=train_cfg.loss_logits_dtype,
+        **fields,
+    )

@@ -4,6 +4,7 @@ uniform student-to-teacher layer map.
 The ramps are traceable in `step` (an int32 array inside the jitted step) and `total_steps`; the
 kind, the layer count and the fractions are static Python values.
 """
+
 from __future__ import annotations
 
 import enum
@@ -16,21 +17,24 @@ import numpy as np
 
 class Ramp(enum.Enum):
   """How a value moves from `start` to `end` over a window, f = clip(step / length, 0, 1)."""
+
   CONSTANT = "constant"  # `end` from the first step of the window (a step; `start` unused)
   LINEAR = "linear"  # start + (end - start) f
   COSINE = "cosine"  # start + (end - start) (1 - cos(pi f)) / 2: flat at both ends
 
 
-def ramp(kind: Ramp, start: float, end: float, step: jax.Array | int,
-         total_steps: jax.Array | int) -> jax.Array:
+def ramp(
+    kind: Ramp, start: float, end: float, step: jax.Array | int, total_steps: jax.Array | int
+) -> jax.Array:
   """The value at `step` of a ramp from `start` (step 0) to `end` (step `total_steps` and on).
 
   float32 scalar (or the broadcast shape of `step`). Before step 0 the fraction is 0 (`start`,
   or `end` for CONSTANT); `total_steps <= 0` means the ramp is already done (`end`). Used for
   the CE/KD mix alpha, the temperature T, and each fusion layer's weight."""
   if not isinstance(kind, Ramp):
-    raise ValueError(f"ramp kind must be a Ramp, got {kind!r}; choose from "
-                     f"{[r.value for r in Ramp]}")
+    raise ValueError(
+        f"ramp kind must be a Ramp, got {kind!r}; choose from " f"{[r.value for r in Ramp]}"
+    )
   start, end = jnp.float32(start), jnp.float32(end)
   if kind is Ramp.CONSTANT:
     return jnp.broadcast_to(end, jnp.shape(step)).astype(jnp.float32)
@@ -50,9 +54,16 @@ def fusion_layer_entry_fractions(n: int, enter_fraction: float) -> np.ndarray:
   return from_top / n * enter_fraction
 
 
-def fusion_layer_weights(n: int, step: jax.Array | int, total_steps: jax.Array | int,
-                         ramp_kind: Ramp, max_weight: float, *, enter_fraction: float = 0.5,
-                         ramp_fraction: float | None = None) -> jax.Array:
+def fusion_layer_weights(
+    n: int,
+    step: jax.Array | int,
+    total_steps: jax.Array | int,
+    ramp_kind: Ramp,
+    max_weight: float,
+    *,
+    enter_fraction: float = 0.5,
+    ramp_fraction: float | None = None,
+) -> jax.Array:
   """The progressive fusion schedule: float32 `[n]` weights of n mapped layer pairs, ordered
   bottom -> top like the layer map.
 
@@ -89,24 +100,31 @@ def _round_div(a: int, b: int) -> int:
   return (2 * a + b) // (2 * b)
 
 
-def uniform_layer_map(n_student_layers: int, n_teacher_layers: int,
-                      n_pairs: int | None = None) -> tuple[tuple[int, int], ...]:
+def uniform_layer_map(
+    n_student_layers: int, n_teacher_layers: int, n_pairs: int | None = None
+) -> tuple[tuple[int, int], ...]:
   """(student_layer, teacher_layer) pairs, 0-based, bottom -> top, at matching relative depth.
 
   Pair k = 1..P (P = `n_pairs`, default min(student, teacher layers)) takes the outputs of the
   layers at relative depth k / P: student layer round(k S / P) - 1 and teacher layer
   round(k T / P) - 1. The last student layer always maps to the last teacher layer, and no layer
   appears twice on either side."""
-  for name, value in (("n_student_layers", n_student_layers),
-                      ("n_teacher_layers", n_teacher_layers)):
+  for name, value in (
+      ("n_student_layers", n_student_layers),
+      ("n_teacher_layers", n_teacher_layers),
+  ):
     if not isinstance(value, numbers.Integral) or value < 1:
       raise ValueError(f"{name} must be a positive integer, got {value!r}")
   most = min(n_student_layers, n_teacher_layers)
   if n_pairs is None:
     n_pairs = most
   if not isinstance(n_pairs, numbers.Integral) or not 1 <= n_pairs <= most:
-    raise ValueError(f"n_pairs must be an integer in [1, {most}] (a student of "
-                     f"{n_student_layers} layers and a teacher of {n_teacher_layers}: each layer "
-                     f"maps once), got {n_pairs!r}")
-  return tuple((_round_div(k * n_student_layers, n_pairs) - 1,
-                _round_div(k * n_teacher_layers, n_pairs) - 1) for k in range(1, n_pairs + 1))
+    raise ValueError(
+        f"n_pairs must be an integer in [1, {most}] (a student of "
+        f"{n_student_layers} layers and a teacher of {n_teacher_layers}: each layer "
+        f"maps once), got {n_pairs!r}"
+    )
+  return tuple(
+      (_round_div(k * n_student_layers, n_pairs) - 1, _round_div(k * n_teacher_layers, n_pairs) - 1)
+      for k in range(1, n_pairs + 1)
+  )

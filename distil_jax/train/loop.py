@@ -4,6 +4,7 @@ Resume order: the latest checkpoint in the workdir, else the configured init.
 SIGTERM/SIGINT finish the current step, save, and return; with several processes the stop
 is agreed through orbax's preemption sync point (JAX's coordination service owns SIGTERM).
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -64,8 +65,10 @@ def _global_batch(local: dict[str, np.ndarray], shardings, fields) -> dict[str, 
   out = {}
   for k, spec in fields.items():
     if k not in local:
-      raise KeyError(f"the batch has no field {k!r}, which the loss reads "
-                     f"(the batch has: {', '.join(sorted(local))})")
+      raise KeyError(
+          f"the batch has no field {k!r}, which the loss reads "
+          f"(the batch has: {', '.join(sorted(local))})"
+      )
     v = np.asarray(local[k], dtype=spec.dtype)
     global_shape = (v.shape[0] * jax.process_count(), *v.shape[1:])
     out[k] = jax.make_array_from_process_local_data(shardings[k], v, global_shape)
@@ -77,20 +80,35 @@ def open_frozen(cfg: TrainConfig, loss: Loss, mesh) -> dict:
   name -> nnx.Module."""
   missing = [n for n in loss.frozen_models if not (n in cfg.frozen and cfg.frozen[n].path)]
   if missing:
-    raise ValueError(f"the {type(loss).__name__} reads frozen model(s) {missing}: set "
-                     + ", ".join(f"--config.frozen.{n}.path" for n in missing))
+    raise ValueError(
+        f"the {type(loss).__name__} reads frozen model(s) {missing}: set "
+        + ", ".join(f"--config.frozen.{n}.path" for n in missing)
+    )
   from distil_jax.loading import open_model
+
   out = {}
   for name in loss.frozen_models:
     spec = cfg.frozen[name]
-    out[name] = open_model(spec.path, mesh=mesh, rules=cfg.rules, dtype=spec.dtype,
-                           attention_impl=cfg.model.attention_impl,
-                           remat_policy=cfg.model.remat_policy)
+    out[name] = open_model(
+        spec.path,
+        mesh=mesh,
+        rules=cfg.rules,
+        dtype=spec.dtype,
+        attention_impl=cfg.model.attention_impl,
+        remat_policy=cfg.model.remat_policy,
+    )
   return out
 
 
-def train(cfg: TrainConfig, workdir: str, batches: Iterator, *, loss: Loss | None = None,
-          mesh=None, progress: bool = True) -> TrainResult:
+def train(
+    cfg: TrainConfig,
+    workdir: str,
+    batches: Iterator,
+    *,
+    loss: Loss | None = None,
+    mesh=None,
+    progress: bool = True,
+) -> TrainResult:
   """Train to `cfg.steps` (or until a stop signal). `batches` yields this process's share of
   each global batch and has `get_state()` / `set_state()`; it is checkpointed with the state.
   The loss is `cfg.loss.build(cfg)` unless given; its frozen models are opened from
@@ -121,13 +139,21 @@ def train(cfg: TrainConfig, workdir: str, batches: Iterator, *, loss: Loss | Non
       for name, model in frozen_models.items():
         frozen_graphdefs[name], frozen[name] = nnx.split(model)
       step_fn = jit_train_step(
-          graphdef=graphdef, extra_graphdef=extra_graphdef, frozen_graphdefs=frozen_graphdefs,
-          frozen_sharding=jax.tree.map(lambda a: a.sharding, frozen), loss=loss, tx=tx,
-          schedule=schedule, grad_accum=cfg.grad_accum,
-          state_sharding=jax.tree.map(lambda a: a.sharding, abstract_state), mesh=mesh,
-          rules=cfg.rules)
-      result = _run(cfg, state, step_fn, batches, ckpt, writer, stop, mesh, multi, progress,
-                    loss, frozen)
+          graphdef=graphdef,
+          extra_graphdef=extra_graphdef,
+          frozen_graphdefs=frozen_graphdefs,
+          frozen_sharding=jax.tree.map(lambda a: a.sharding, frozen),
+          loss=loss,
+          tx=tx,
+          schedule=schedule,
+          grad_accum=cfg.grad_accum,
+          state_sharding=jax.tree.map(lambda a: a.sharding, abstract_state),
+          mesh=mesh,
+          rules=cfg.rules,
+      )
+      result = _run(
+          cfg, state, step_fn, batches, ckpt, writer, stop, mesh, multi, progress, loss, frozen
+      )
       result.graphdef = graphdef
       return result
   finally:
@@ -138,6 +164,7 @@ def train(cfg: TrainConfig, workdir: str, batches: Iterator, *, loss: Loss | Non
 
 def _run(cfg, state, step_fn, batches, ckpt, writer, stop, mesh, multi, progress, loss, frozen):
   from tqdm import tqdm
+
   step = int(jax.device_get(state.step))
   first_step = step
   key = jax.device_put(jax.random.key(cfg.seed), NamedSharding(mesh, PartitionSpec()))
@@ -148,8 +175,12 @@ def _run(cfg, state, step_fn, batches, ckpt, writer, stop, mesh, multi, progress
   flops_per_token = cfg.model.flops_per_token(cfg.data.seq_len)
   peak = M.peak_flops_per_device()
   timer = M.StepTimer()
-  bar = tqdm(total=cfg.steps, initial=step, disable=not progress or jax.process_index() != 0,
-             dynamic_ncols=True)
+  bar = tqdm(
+      total=cfg.steps,
+      initial=step,
+      disable=not progress or jax.process_index() != 0,
+      dynamic_ncols=True,
+  )
   last: dict[str, float] = {}
 
   def report(at_step, device_metrics):
@@ -158,14 +189,14 @@ def _run(cfg, state, step_fn, batches, ckpt, writer, stop, mesh, multi, progress
     M.check_finite(at_step, host)
     seconds = timer.lap()
     if at_step > first_step + 1:  # the first step's time is mostly compilation
-      host.update(M.throughput(tokens_per_step, seconds, flops_per_token,
-                               mesh.devices.size, peak))
+      host.update(M.throughput(tokens_per_step, seconds, flops_per_token, mesh.devices.size, peak))
     last = host
     if at_step % cfg.log_every == 0 or at_step == cfg.steps:
       writer.write(at_step, host)
     bar.update(at_step - bar.n)
-    bar.set_postfix(loss=f"{host['loss']:.4f}",
-                    tok_s=f"{host.get('tokens_per_s', float('nan')):.0f}")
+    bar.set_postfix(
+        loss=f"{host['loss']:.4f}", tok_s=f"{host.get('tokens_per_s', float('nan')):.0f}"
+    )
 
   pending = None
   preempted = exhausted = False
@@ -177,9 +208,13 @@ def _run(cfg, state, step_fn, batches, ckpt, writer, stop, mesh, multi, progress
       if multi:  # the others are already inside the next step's collectives: no clean stop
         raise RuntimeError(
             f"process {jax.process_index()}: the data ran out at step {step} of {cfg.steps} "
-            "(data.num_epochs is finite); set num_epochs=0 or lower steps") from None
-      logging.warning("the data ran out at step %d of %d (data.num_epochs is finite); "
-                      "saving and stopping", step, cfg.steps)
+            "(data.num_epochs is finite); set num_epochs=0 or lower steps"
+        ) from None
+      logging.warning(
+          "the data ran out at step %d of %d (data.num_epochs is finite); " "saving and stopping",
+          step,
+          cfg.steps,
+      )
       exhausted = True
       break
     batch = _global_batch(local, in_shardings, fields)
@@ -202,5 +237,6 @@ def _run(cfg, state, step_fn, batches, ckpt, writer, stop, mesh, multi, progress
   if exhausted and step > saved_step:
     ckpt.save(step, state, batches)
   bar.close()
-  return TrainResult(state=state, step=step, preempted=preempted, last_metrics=last,
-                     data_exhausted=exhausted)
+  return TrainResult(
+      state=state, step=step, preempted=preempted, last_metrics=last, data_exhausted=exhausted
+  )

@@ -5,6 +5,7 @@ picks a frozen dataclass here, whose fields are every key that kind accepts (an 
 an error naming the kind's keys), and whose `build(train_cfg)` makes the loss. Enum and dtype
 fields are converted from their names here, so no string travels past the config boundary.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -18,6 +19,7 @@ from distil_jax.model.config import parse_dtype
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class FrozenModelConfig:
   """A model the step reads but never trains (a teacher, a DPO reference)."""
+
   path: str = ""  # anything `distil_jax.loading.open_model` opens
   dtype: Any = None  # parameter and compute dtype; None keeps the checkpoint's
 
@@ -25,10 +27,12 @@ class FrozenModelConfig:
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class SFTConfig:
   """Cross-entropy on the assistant tokens (no extra keys)."""
+
   kind: str = "sft"
 
   def build(self, train_cfg):
     from distil_jax.train.losses import SFTLoss
+
     return SFTLoss(chunk=train_cfg.loss_chunk, logits_dtype=train_cfg.loss_logits_dtype)
 
 
@@ -37,9 +41,11 @@ LOSS_CONFIGS: dict[str, type] = {"sft": SFTConfig}
 
 def register(kind: str):
   """Class decorator adding a loss configuration to the table."""
+
   def add(cls):
     LOSS_CONFIGS[kind] = cls
     return cls
+
   return add
 
 
@@ -49,8 +55,9 @@ def _convert(cls, name: str, value):
     try:
       return hint(value)
     except ValueError:
-      raise ValueError(f"config.loss.{name}={value!r}: choose from "
-                       f"{[m.value for m in hint]}") from None
+      raise ValueError(
+          f"config.loss.{name}={value!r}: choose from " f"{[m.value for m in hint]}"
+      ) from None
   if name.endswith("dtype") and value is not None:
     return parse_dtype(value)
   if hint is float and isinstance(value, int):
@@ -71,8 +78,10 @@ def loss_config(d: dict):
   names = {f.name for f in dataclasses.fields(cls)}
   unknown = set(d) - names
   if unknown:
-    raise ValueError(f"config.loss (kind {kind!r}) has keys it does not take: {sorted(unknown)}; "
-                     f"it takes {sorted(names)}")
+    raise ValueError(
+        f"config.loss (kind {kind!r}) has keys it does not take: {sorted(unknown)}; "
+        f"it takes {sorted(names)}"
+    )
   return cls(**{k: _convert(cls, k, v) for k, v in d.items()})
 
 
@@ -84,14 +93,16 @@ def frozen_configs(d: dict) -> dict[str, FrozenModelConfig]:
     if unknown:
       raise ValueError(f"config.frozen.{name} has keys it does not take: {sorted(unknown)}")
     dtype = spec.get("dtype") or None
-    out[name] = FrozenModelConfig(path=spec.get("path", ""),
-                                  dtype=parse_dtype(dtype) if dtype else None)
+    out[name] = FrozenModelConfig(
+        path=spec.get("path", ""), dtype=parse_dtype(dtype) if dtype else None
+    )
   return out
 
 
 def _import_kinds() -> None:
   """Modules that register loss kinds (imported lazily: they import JAX)."""
   import importlib
+
   for module in ("distil_jax.train.kd", "distil_jax.train.dpo"):
     try:
       importlib.import_module(module)

@@ -5,6 +5,7 @@
 z_t the student's float32 logits at position t, y_t the next token, m_t the loss mask
 (assistant tokens). Everything is float32 from the logits on.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -35,22 +36,30 @@ def _cross_entropy_chunk(logits_BxCxV, inputs, consts):
   return loss, {"correct": jnp.sum(token_correct(logits_BxCxV, inputs["targets"]) * m)}
 
 
-def chunked_cross_entropy(h_BxLxD: jax.Array, w_DxV: jax.Array, targets_BxL: jax.Array,
-                          mask_BxL: jax.Array, *, chunk: int, logits_dtype=jnp.float32
-                          ) -> tuple[jax.Array, jax.Array]:
+def chunked_cross_entropy(
+    h_BxLxD: jax.Array,
+    w_DxV: jax.Array,
+    targets_BxL: jax.Array,
+    mask_BxL: jax.Array,
+    *,
+    chunk: int,
+    logits_dtype=jnp.float32,
+) -> tuple[jax.Array, jax.Array]:
   """Sum of masked token cross-entropies, and the number of correct argmax predictions.
 
   One [B, chunk, V] block of logits at a time (`chunked.chunked_token_loss`): 3 LM-head matmuls
   per token under differentiation, as for the naive loss, all in the compute dtype.
   """
   inputs = {"targets": targets_BxL, "mask": mask_BxL.astype(jnp.float32)}
-  loss, aux = chunked_token_loss(h_BxLxD, w_DxV, inputs, _cross_entropy_chunk, chunk=chunk,
-                                 logits_dtype=logits_dtype)
+  loss, aux = chunked_token_loss(
+      h_BxLxD, w_DxV, inputs, _cross_entropy_chunk, chunk=chunk, logits_dtype=logits_dtype
+  )
   return loss, aux["correct"]
 
 
-def naive_cross_entropy(logits_BxLxV: jax.Array, targets_BxL: jax.Array, mask_BxL: jax.Array
-                        ) -> tuple[jax.Array, jax.Array]:
+def naive_cross_entropy(
+    logits_BxLxV: jax.Array, targets_BxL: jax.Array, mask_BxL: jax.Array
+) -> tuple[jax.Array, jax.Array]:
   """The reference: full float32 logits, log-softmax, masked sum."""
   logits = logits_BxLxV.astype(jnp.float32)
   logp = jax.nn.log_softmax(logits, axis=-1)
@@ -62,6 +71,7 @@ def naive_cross_entropy(logits_BxLxV: jax.Array, targets_BxL: jax.Array, mask_Bx
 
 class _TokenLoss:
   """Shared declarations of losses normalised by response tokens."""
+
   frozen_models: tuple[str, ...] = ()
   normalisers = {"ce": "tokens", "accuracy": "tokens"}
   packed = True
@@ -80,17 +90,24 @@ class _TokenLoss:
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class SFTLoss(_TokenLoss):
   """Next-token cross-entropy on the tokens `loss_mask` marks (assistant turns): CE above."""
+
   chunk: int = 512
   logits_dtype: Any = jnp.float32  # the LM head's output; the softmax is float32 regardless
   packed: bool = True  # rows hold several documents apart by segment_ids
 
   def __call__(self, ctx: LossContext, batch, counts):
     model = ctx.model
-    h_BxLxD, _ = model.hidden_states(batch["input_ids"], batch["positions"],
-                                     batch.get("segment_ids"))  # absent: one document a row
+    h_BxLxD, _ = model.hidden_states(
+        batch["input_ids"], batch["positions"], batch.get("segment_ids")
+    )  # absent: one document a row
     ce_sum, correct = chunked_cross_entropy(
-        h_BxLxD, model.unembed_matrix(), batch["target_ids"], batch["loss_mask"],
-        chunk=self.chunk, logits_dtype=self.logits_dtype)
+        h_BxLxD,
+        model.unembed_matrix(),
+        batch["target_ids"],
+        batch["loss_mask"],
+        chunk=self.chunk,
+        logits_dtype=self.logits_dtype,
+    )
     return per_token(ce_sum, counts["tokens"]), {"ce": ce_sum, "accuracy": correct}
 
 

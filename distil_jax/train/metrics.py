@@ -3,6 +3,7 @@
 Throughput is model FLOPs in the PaLM convention (`ModelConfig.flops_per_token`:
 6N + 12*L*d*S, N counting every matmul weight including the LM head).
 """
+
 from __future__ import annotations
 
 import json
@@ -35,8 +36,9 @@ def peak_flops_per_device(device: jax.Device | None = None) -> float | None:
   return None
 
 
-def throughput(tokens: float, seconds: float, flops_per_token: float,
-               num_devices: int, peak: float | None) -> dict[str, float]:
+def throughput(
+    tokens: float, seconds: float, flops_per_token: float, num_devices: int, peak: float | None
+) -> dict[str, float]:
   tokens_per_s = tokens / max(seconds, 1e-9)
   tflops_per_device = tokens_per_s * flops_per_token / num_devices / 1e12
   out = {"tokens_per_s": tokens_per_s, "tflops_per_device": tflops_per_device}
@@ -65,6 +67,7 @@ class MetricsWriter:
       os.makedirs(workdir, exist_ok=True)
       self._jsonl = open(os.path.join(workdir, "metrics.jsonl"), "a")
       from tensorboardX import SummaryWriter
+
       self._tb = SummaryWriter(os.path.join(workdir, "tb"))
 
   def rewind(self, step: int) -> None:

@@ -18,6 +18,7 @@ A loss is a frozen dataclass that declares what it reads and what it measures:
 
 Masking, counting and normalising thus happen once, over the whole batch and all micro-batches.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -31,6 +32,7 @@ from flax import nnx
 @dataclasses.dataclass(frozen=True)
 class FieldSpec:
   """A batch field: dtype and logical axes (one name per dimension)."""
+
   dtype: Any
   axes: tuple[str | None, ...]
 
@@ -57,12 +59,16 @@ class Loss(Protocol):
   frozen_models: tuple[str, ...]
   normalisers: Mapping[str, str]
 
-  def fields(self) -> dict[str, FieldSpec]: ...
+  def fields(self) -> dict[str, FieldSpec]:
+    ...
 
-  def counts(self, batch: Mapping[str, jax.Array], step: jax.Array) -> dict[str, jax.Array]: ...
+  def counts(self, batch: Mapping[str, jax.Array], step: jax.Array) -> dict[str, jax.Array]:
+    ...
 
-  def __call__(self, ctx: LossContext, batch: Mapping[str, jax.Array],
-               counts: Mapping[str, jax.Array]) -> tuple[jax.Array, dict[str, jax.Array]]: ...
+  def __call__(
+      self, ctx: LossContext, batch: Mapping[str, jax.Array], counts: Mapping[str, jax.Array]
+  ) -> tuple[jax.Array, dict[str, jax.Array]]:
+    ...
 
 
 def response_tokens(batch: Mapping[str, jax.Array]) -> jax.Array:
@@ -75,15 +81,26 @@ def per_token(total: jax.Array, count: jax.Array) -> jax.Array:
   return total / jnp.maximum(count, 1.0)
 
 
-def apply_loss(loss: Loss, model: nnx.Module, batch: Mapping[str, jax.Array], *,
-               frozen: Mapping[str, nnx.Module] | None = None, extra: nnx.Module | None = None,
-               rng: jax.Array | None = None, step: int = 0
-               ) -> tuple[jax.Array, dict[str, jax.Array], dict[str, jax.Array]]:
+def apply_loss(
+    loss: Loss,
+    model: nnx.Module,
+    batch: Mapping[str, jax.Array],
+    *,
+    frozen: Mapping[str, nnx.Module] | None = None,
+    extra: nnx.Module | None = None,
+    rng: jax.Array | None = None,
+    step: int = 0,
+) -> tuple[jax.Array, dict[str, jax.Array], dict[str, jax.Array]]:
   """(objective, sums, counts) of one whole batch, outside the train step: for evaluation,
   benchmarks and tests. Differentiable in whatever `model` and `extra` close over."""
   step = jnp.asarray(step, jnp.int32)
   counts = loss.counts(batch, step)
-  ctx = LossContext(model=model, extra=extra, frozen=dict(frozen or {}),
-                    rng=jax.random.key(0) if rng is None else rng, step=step)
+  ctx = LossContext(
+      model=model,
+      extra=extra,
+      frozen=dict(frozen or {}),
+      rng=jax.random.key(0) if rng is None else rng,
+      step=step,
+  )
   objective, sums = loss(ctx, batch, counts)
   return objective, sums, counts

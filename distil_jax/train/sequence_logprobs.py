@@ -9,6 +9,7 @@ pass. Each chunk's body is `jax.checkpoint`ed inside the scan instead, so only [
 chunks are kept and the chunk's [B, C, V] logits are recomputed in the backward pass:
 4 LM-head matmuls a token under differentiation (forward, recompute, dh, dW), 1 without.
 """
+
 from __future__ import annotations
 
 import jax
@@ -20,9 +21,15 @@ def _pad(x, chunk: int):
   return x if not pad else jnp.pad(x, [(0, 0), (0, pad)] + [(0, 0)] * (x.ndim - 2))
 
 
-def sequence_logprobs(h_BxLxD: jax.Array, w_DxV: jax.Array, targets_BxL: jax.Array,
-                      mask_BxL: jax.Array, *, chunk: int = 256, logits_dtype=jnp.float32
-                      ) -> jax.Array:
+def sequence_logprobs(
+    h_BxLxD: jax.Array,
+    w_DxV: jax.Array,
+    targets_BxL: jax.Array,
+    mask_BxL: jax.Array,
+    *,
+    chunk: int = 256,
+    logits_dtype=jnp.float32,
+) -> jax.Array:
   """[B] float32: each row's masked sum of target log-probabilities. `w_DxV` is cast to the
   hidden states' (compute) dtype; the log-softmax is float32 whatever `logits_dtype`."""
   B, L, D = h_BxLxD.shape
@@ -32,13 +39,17 @@ def sequence_logprobs(h_BxLxD: jax.Array, w_DxV: jax.Array, targets_BxL: jax.Arr
   t = _pad(targets_BxL.astype(jnp.int32), chunk)
   m = _pad(mask_BxL.astype(jnp.float32), chunk)
   n = h.shape[1] // chunk
-  xs = (h.reshape(B, n, chunk, D).swapaxes(0, 1), t.reshape(B, n, chunk).swapaxes(0, 1),
-        m.reshape(B, n, chunk).swapaxes(0, 1))
+  xs = (
+      h.reshape(B, n, chunk, D).swapaxes(0, 1),
+      t.reshape(B, n, chunk).swapaxes(0, 1),
+      m.reshape(B, n, chunk).swapaxes(0, 1),
+  )
 
   @jax.checkpoint
   def chunk_logp(h_BxCxD, t_BxC, m_BxC, w_DxV):
-    logits = jnp.einsum("bcd,dv->bcv", h_BxCxD, w_DxV,
-                        preferred_element_type=logits_dtype).astype(jnp.float32)
+    logits = jnp.einsum("bcd,dv->bcv", h_BxCxD, w_DxV, preferred_element_type=logits_dtype).astype(
+        jnp.float32
+    )
     target = jnp.take_along_axis(logits, t_BxC[..., None], axis=-1)[..., 0]
     return jnp.sum((target - jax.nn.logsumexp(logits, axis=-1)) * m_BxC, axis=-1)
 

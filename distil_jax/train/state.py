@@ -5,6 +5,7 @@ Hugging Face directory, a distil-jax model checkpoint, a training run); resuming
 the whole state instead (see `loop`). Training-only parameters (`extra`, e.g. the fusion
 projections) are always born from the seed.
 """
+
 from __future__ import annotations
 
 from typing import Callable
@@ -21,22 +22,28 @@ MakeExtra = Callable[[], nnx.Module]  # builds the training-only module from its
 
 
 def _with_shardings(abstract_tree, shardings):
-  return jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
-                      abstract_tree, shardings)
+  return jax.tree.map(
+      lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract_tree, shardings
+  )
 
 
-def abstract_train_state(cfg: TrainConfig, mesh, tx: optax.GradientTransformation,
-                         make_extra: MakeExtra | None = None
-                         ) -> tuple[nnx.GraphDef, nnx.GraphDef | None, TrainState]:
+def abstract_train_state(
+    cfg: TrainConfig, mesh, tx: optax.GradientTransformation, make_extra: MakeExtra | None = None
+) -> tuple[nnx.GraphDef, nnx.GraphDef | None, TrainState]:
   """The graph definitions (student, extra) and a TrainState of ShapeDtypeStructs carrying
   their shardings."""
   from distil_jax.model import abstract_model
+
   graphdef, params = nnx.split(abstract_model(cfg.model))
   extra_graphdef = extra = None
   if make_extra is not None:
     extra_graphdef, extra = nnx.split(nnx.eval_shape(make_extra))
-  state = TrainState(step=jax.ShapeDtypeStruct((), jnp.int32), params=params, extra=extra,
-                     opt_state=jax.eval_shape(tx.init, (params, extra)))
+  state = TrainState(
+      step=jax.ShapeDtypeStruct((), jnp.int32),
+      params=params,
+      extra=extra,
+      opt_state=jax.eval_shape(tx.init, (params, extra)),
+  )
   return graphdef, extra_graphdef, _with_shardings(state, tree_shardings(state, mesh, cfg.rules))
 
 
@@ -44,27 +51,36 @@ def init_params(cfg: TrainConfig, mesh, abstract_params: nnx.State) -> nnx.State
   """The student's starting parameters, born sharded."""
   if cfg.init.kind is InitKind.FRESH:
     from distil_jax.model import create_model
+
     return nnx.state(create_model(cfg.model, mesh, cfg.rules, cfg.seed))
   from distil_jax.loading import open_model
+
   model = open_model(cfg.init.path, mesh=mesh, rules=cfg.rules, **_runtime_fields(cfg.model))
   params = nnx.state(model)
   shapes = [(x.shape, jnp.dtype(x.dtype)) for x in jax.tree.leaves(params)]
   expected = [(x.shape, jnp.dtype(x.dtype)) for x in jax.tree.leaves(abstract_params)]
   if shapes != expected:
-    raise ValueError(f"init.path {cfg.init.path}: its parameters do not match the configured "
-                     "student's shapes and dtypes")
+    raise ValueError(
+        f"init.path {cfg.init.path}: its parameters do not match the configured "
+        "student's shapes and dtypes"
+    )
   return params
 
 
 def _runtime_fields(model_cfg) -> dict:
   """What the train config may choose for a model whose sizes a checkpoint fixes."""
   from distil_jax.train.config import RUNTIME_FIELDS
+
   return {k: getattr(model_cfg, k) for k in RUNTIME_FIELDS}
 
 
-def init_train_state(cfg: TrainConfig, mesh, tx: optax.GradientTransformation,
-                     abstract_state: TrainState, make_extra: MakeExtra | None = None
-                     ) -> TrainState:
+def init_train_state(
+    cfg: TrainConfig,
+    mesh,
+    tx: optax.GradientTransformation,
+    abstract_state: TrainState,
+    make_extra: MakeExtra | None = None,
+) -> TrainState:
   params = init_params(cfg, mesh, abstract_state.params)
   extra = None
   if make_extra is not None:

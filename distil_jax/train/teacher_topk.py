@@ -11,6 +11,7 @@ when the top k hold all but 1e-9 of the mass; lse itself is logaddexp(lse of the
 lse of the top k), so V columns are exponentiated once. Positions are scanned `chunk` at a time, so
 only [B, chunk, V] float32 logits exist at once.
 """
+
 from __future__ import annotations
 
 import functools
@@ -20,8 +21,17 @@ import jax.numpy as jnp
 from flax import nnx
 
 
-def topk_at_positions(model, input_ids_BxL, positions_BxL, segment_ids_BxL, gather_BxP, *,
-                      k: int, vocab_columns: int, chunk: int):
+def topk_at_positions(
+    model,
+    input_ids_BxL,
+    positions_BxL,
+    segment_ids_BxL,
+    gather_BxP,
+    *,
+    k: int,
+    vocab_columns: int,
+    chunk: int,
+):
   """-> (topk_ids [B, P, k] int32, topk_logprobs [B, P, k] f32, tail [B, P] f32) at the row
   positions `gather_BxP` (P a multiple of `chunk`)."""
   h_BxLxD, _ = model.hidden_states(input_ids_BxL, positions_BxL, segment_ids_BxL)
@@ -40,18 +50,42 @@ def topk_at_positions(model, input_ids_BxL, positions_BxL, segment_ids_BxL, gath
     # One pass over V: lse = logaddexp(lse of the rest, lse of the top k).
     lse_rest_BxC = jax.nn.logsumexp(rest_BxCxV, axis=-1)
     lse_BxC = jnp.logaddexp(lse_rest_BxC, jax.nn.logsumexp(vals_BxCxK, axis=-1))
-    return None, (ids_BxCxK.astype(jnp.int32), vals_BxCxK - lse_BxC[..., None],
-                  lse_rest_BxC - lse_BxC)
+    return None, (
+        ids_BxCxK.astype(jnp.int32),
+        vals_BxCxK - lse_BxC[..., None],
+        lse_rest_BxC - lse_BxC,
+    )
 
   _, (ids, logprobs, tail) = jax.lax.scan(one_chunk, None, h_NxBxCxD)
-  return (ids.swapaxes(0, 1).reshape(B, P, k), logprobs.swapaxes(0, 1).reshape(B, P, k),
-          tail.swapaxes(0, 1).reshape(B, P))
+  return (
+      ids.swapaxes(0, 1).reshape(B, P, k),
+      logprobs.swapaxes(0, 1).reshape(B, P, k),
+      tail.swapaxes(0, 1).reshape(B, P),
+  )
 
 
 @functools.partial(jax.jit, static_argnames=("graphdef", "k", "vocab_columns", "chunk"))
-def jitted_topk(graphdef, params, input_ids_BxL, positions_BxL, segment_ids_BxL, gather_BxP, *,
-                k: int, vocab_columns: int, chunk: int):
+def jitted_topk(
+    graphdef,
+    params,
+    input_ids_BxL,
+    positions_BxL,
+    segment_ids_BxL,
+    gather_BxP,
+    *,
+    k: int,
+    vocab_columns: int,
+    chunk: int,
+):
   """`topk_at_positions` on `nnx.merge(graphdef, params)`, jitted once per shape."""
   model = nnx.merge(graphdef, params)
-  return topk_at_positions(model, input_ids_BxL, positions_BxL, segment_ids_BxL, gather_BxP,
-                           k=k, vocab_columns=vocab_columns, chunk=chunk)
+  return topk_at_positions(
+      model,
+      input_ids_BxL,
+      positions_BxL,
+      segment_ids_BxL,
+      gather_BxP,
+      k=k,
+      vocab_columns=vocab_columns,
+      chunk=chunk,
+  )

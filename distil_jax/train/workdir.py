@@ -5,6 +5,7 @@
 - `WorkdirLock`: one `train` per workdir. An `flock` on `<workdir>/.lock`: the kernel releases it
   when its process dies (kill -9 included), so a stale lock is simply taken over.
 """
+
 from __future__ import annotations
 
 import fcntl
@@ -14,8 +15,16 @@ import socket
 import time
 
 # Fields that give the parameters their shapes: a checkpoint restores only into the same ones.
-SHAPE_FIELDS = ("vocab_size", "hidden_size", "intermediate_size", "num_layers", "num_heads", "num_kv_heads",
-                "head_dim", "tie_word_embeddings")
+SHAPE_FIELDS = (
+    "vocab_size",
+    "hidden_size",
+    "intermediate_size",
+    "num_layers",
+    "num_heads",
+    "num_kv_heads",
+    "head_dim",
+    "tie_word_embeddings",
+)
 
 
 class WorkdirError(RuntimeError):
@@ -39,15 +48,24 @@ def check_resume(workdir: str, model_cfg, config_file: str) -> None:
     with open(path) as f:
       saved = json.load(f)
   except FileNotFoundError:
-    raise WorkdirError(f"{workdir} holds checkpoints (steps {steps}) but no {config_file}: cannot tell "
-                       "which model wrote them; use a new workdir") from None
+    raise WorkdirError(
+        f"{workdir} holds checkpoints (steps {steps}) but no {config_file}: cannot tell "
+        "which model wrote them; use a new workdir"
+    ) from None
   except (OSError, ValueError) as e:
-    raise WorkdirError(f"{path}: unreadable ({e}); the checkpoints beside it cannot be resumed safely") from None
-  changed = [f"{k} {saved.get(k)} -> {getattr(model_cfg, k)}" for k in SHAPE_FIELDS
-             if saved.get(k) != getattr(model_cfg, k)]
+    raise WorkdirError(
+        f"{path}: unreadable ({e}); the checkpoints beside it cannot be resumed safely"
+    ) from None
+  changed = [
+      f"{k} {saved.get(k)} -> {getattr(model_cfg, k)}"
+      for k in SHAPE_FIELDS
+      if saved.get(k) != getattr(model_cfg, k)
+  ]
   if changed:
-    raise WorkdirError(f"{workdir} holds checkpoints of another model ({', '.join(changed)}); resume with the "
-                       "same model settings or use a new workdir (nothing was changed)")
+    raise WorkdirError(
+        f"{workdir} holds checkpoints of another model ({', '.join(changed)}); resume with the "
+        "same model settings or use a new workdir (nothing was changed)"
+    )
 
 
 class WorkdirLock:
@@ -65,11 +83,17 @@ class WorkdirLock:
     except BlockingIOError:
       holder = os.read(fd, 4096).decode(errors="replace").strip()
       os.close(fd)
-      raise WorkdirError(f"{os.path.dirname(self.path)} is in use by another `distil-jax train` ({holder or 'unknown'});"
-                         " wait for it to finish or stop it") from None
+      raise WorkdirError(
+          f"{os.path.dirname(self.path)} is in use by another `distil-jax train` ({holder or 'unknown'});"
+          " wait for it to finish or stop it"
+      ) from None
     self.took_over = os.read(fd, 4096).decode(errors="replace").strip()
     os.ftruncate(fd, 0)
-    os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()} since {time.strftime('%Y-%m-%d %H:%M:%S')}".encode(), 0)
+    os.pwrite(
+        fd,
+        f"pid {os.getpid()} on {socket.gethostname()} since {time.strftime('%Y-%m-%d %H:%M:%S')}".encode(),
+        0,
+    )
     self._fd = fd
     return self
 

@@ -1,4 +1,5 @@
 """Shared pieces of the curation tests: seed files and config overrides for a loopback teacher."""
+
 from __future__ import annotations
 
 import json
@@ -28,23 +29,34 @@ SEED_INSTRUCTIONS = [
 
 
 def write_seeds(path: str, count: int) -> str:
-    """`count` seed lines cycling through SEED_INSTRUCTIONS, made distinct after the first lap."""
-    with open(path, "w", encoding="utf-8") as f:
-        for i in range(count):
-            base = SEED_INSTRUCTIONS[i % len(SEED_INSTRUCTIONS)]
-            text = base if i < len(SEED_INSTRUCTIONS) else f"{base} (variant {i // len(SEED_INSTRUCTIONS)}: case {i})"
-            f.write(json.dumps({"instruction": text}, ensure_ascii=False) + "\n")
-    return path
+  """`count` seed lines cycling through SEED_INSTRUCTIONS, made distinct after the first lap."""
+  with open(path, "w", encoding="utf-8") as f:
+    for i in range(count):
+      base = SEED_INSTRUCTIONS[i % len(SEED_INSTRUCTIONS)]
+      text = (
+          base
+          if i < len(SEED_INSTRUCTIONS)
+          else f"{base} (variant {i // len(SEED_INSTRUCTIONS)}: case {i})"
+      )
+      f.write(json.dumps({"instruction": text}, ensure_ascii=False) + "\n")
+  return path
 
 
 def fast_overrides(base_url: str, **extra) -> list[str]:
-    """Points both endpoints at the loopback server, with timeouts and backoffs sized for tests."""
-    items = {}
-    for name in ("teacher", "student"):
-        items.update({f"endpoints.{name}.base_url": base_url, f"endpoints.{name}.timeout_s": 0.5,
-                      f"endpoints.{name}.backoff_base_s": 0.02, f"endpoints.{name}.backoff_max_s": 0.2,
-                      f"endpoints.{name}.max_retry_s": 20.0, f"endpoints.{name}.max_attempts": 10,
-                      f"endpoints.{name}.max_in_flight": 32})
-    items["progress_interval_s"] = 0.5
-    items.update(extra)
-    return [f"--config.{k}={v}" for k, v in items.items()]
+  """Points both endpoints at the loopback server, with timeouts and backoffs sized for tests."""
+  items = {}
+  for name in ("teacher", "student"):
+    items.update(
+        {
+            f"endpoints.{name}.base_url": base_url,
+            f"endpoints.{name}.timeout_s": 0.5,
+            f"endpoints.{name}.backoff_base_s": 0.02,
+            f"endpoints.{name}.backoff_max_s": 0.2,
+            f"endpoints.{name}.max_retry_s": 20.0,
+            f"endpoints.{name}.max_attempts": 10,
+            f"endpoints.{name}.max_in_flight": 32,
+        }
+    )
+  items["progress_interval_s"] = 0.5
+  items.update(extra)
+  return [f"--config.{k}={v}" for k, v in items.items()]

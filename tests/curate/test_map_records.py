@@ -1,4 +1,5 @@
 """A stage over many records keeps input order while only a bounded number of them wait."""
+
 import asyncio
 import io
 
@@ -24,8 +25,11 @@ def test_pending_work_is_bounded_and_order_is_kept(monkeypatch):
       return Outcome((), filtered="too_short")
     return Outcome((record.touched_by("test"),))
 
-  ctx = StageContext(config=None, clients={},
-                     progress=ProgressDisplay(interval_s=60, tokens_spent=lambda: 0, stream=io.StringIO()))
+  ctx = StageContext(
+      config=None,
+      clients={},
+      progress=ProgressDisplay(interval_s=60, tokens_spent=lambda: 0, stream=io.StringIO()),
+  )
   report = StageReport(name="test")
   kept = asyncio.run(map_records(ctx, report, records, handle))
   assert peak == 5

@@ -1,4 +1,5 @@
 """Curation must run where JAX is not installed: nothing under distil_jax.curate may import it."""
+
 import os
 import subprocess
 import sys
@@ -37,9 +38,21 @@ _BLOCK_AND_RUN = textwrap.dedent("""
 
 
 def test_curate_package_and_a_pipeline_run_without_importing_jax(tmp_path):
-    result = subprocess.run(
-        [sys.executable, "-c", _BLOCK_AND_RUN, DEMO_CONFIG, str(tmp_path / "seeds.jsonl"), str(tmp_path / "work")],
-        cwd=REPO, capture_output=True, text=True, timeout=60, env={**os.environ, "PYTHONPATH": REPO})
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert result.stdout.strip().endswith("OK")
-    assert (tmp_path / "work" / "manifest.json").exists()
+  result = subprocess.run(
+      [
+          sys.executable,
+          "-c",
+          _BLOCK_AND_RUN,
+          DEMO_CONFIG,
+          str(tmp_path / "seeds.jsonl"),
+          str(tmp_path / "work"),
+      ],
+      cwd=REPO,
+      capture_output=True,
+      text=True,
+      timeout=60,
+      env={**os.environ, "PYTHONPATH": REPO},
+  )
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert result.stdout.strip().endswith("OK")
+  assert (tmp_path / "work" / "manifest.json").exists()

@@ -1,5 +1,6 @@
 """The demo's world: deterministic, held-out prompts unseen in training, references the rule and
 the project's IFEval checkers accept, and wrong answers rejected."""
+
 import json
 
 import pytest
@@ -39,14 +40,17 @@ def test_reference_answers_are_correct_by_the_rule(split):
   assert row["content"] == str(a + b)
 
 
-@pytest.mark.parametrize("fmt,good,bad", [
-  ("plain", "7", "8"),
-  ("json", '{"answer": "7"}', '{"answer": "8"}'),
-  ("quotes", '"7"', '"77"'),
-  ("bullet", "* 7", "* 17"),
-  ("end", "7 Done.", "Done."),
-  ("lowercase", "the answer is 7", "the answer is seven"),
-])
+@pytest.mark.parametrize(
+    "fmt,good,bad",
+    [
+        ("plain", "7", "8"),
+        ("json", '{"answer": "7"}', '{"answer": "8"}'),
+        ("quotes", '"7"', '"77"'),
+        ("bullet", "* 7", "* 17"),
+        ("end", "7 Done.", "Done."),
+        ("lowercase", "the answer is 7", "the answer is seven"),
+    ],
+)
 def test_rule_accepts_the_content_and_rejects_a_wrong_one(fmt, good, bad):
   row = {"format": fmt, "content": "7"}
   assert world.is_correct(row, good)

@@ -1,4 +1,5 @@
 """Judge verdict parsing, position-bias removal and the length-controlled win rate."""
+
 import numpy as np
 import pytest
 
@@ -15,7 +16,9 @@ def test_ratings_and_verdicts_are_parsed_from_judge_prose():
 
 
 def test_both_positions_cancel_a_judge_that_always_prefers_position_a():
-  assert judges.pair_win("A", "A") == 0.5  # first order says model, second says reference: no information
+  assert (
+      judges.pair_win("A", "A") == 0.5
+  )  # first order says model, second says reference: no information
   assert judges.pair_win("A", "B") == 1.0 and judges.pair_win("B", "A") == 0.0
   assert judges.pair_win("C", "B") == 0.75
   assert judges.pair_win(None, "A") is None
@@ -39,5 +42,7 @@ def test_length_controlled_win_rate_recovers_the_equal_length_win_probability():
 def test_without_a_length_effect_the_lc_win_rate_is_the_win_rate():
   rng = np.random.default_rng(1)
   wins = list((rng.random(3000) < 0.3).astype(float))
-  fit = judges.length_controlled_win_rate(wins, list(rng.integers(100, 900, 3000)), list(rng.integers(100, 900, 3000)))
+  fit = judges.length_controlled_win_rate(
+      wins, list(rng.integers(100, 900, 3000)), list(rng.integers(100, 900, 3000))
+  )
   assert fit["lc_win_rate"] == pytest.approx(np.mean(wins), abs=0.02)

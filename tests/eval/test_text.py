@@ -1,9 +1,19 @@
 """Our word counter, sentence splitter and language identification (no NLTK data)."""
+
 from distil_jax.eval import text
 
 
 def test_english_words_are_word_character_runs():
-  assert text.words("It's a well-known fact: 3.14!") == ["It", "s", "a", "well", "known", "fact", "3", "14"]
+  assert text.words("It's a well-known fact: 3.14!") == [
+      "It",
+      "s",
+      "a",
+      "well",
+      "known",
+      "fact",
+      "3",
+      "14",
+  ]
 
 
 def test_each_chinese_character_is_a_word_and_latin_runs_stay_whole():
@@ -13,12 +23,25 @@ def test_each_chinese_character_is_a_word_and_latin_runs_stay_whole():
 
 
 def test_sentences_end_at_terminators_not_at_abbreviations_initials_or_decimals():
-  got = text.split_sentences('Mr. Smith met J. Doe at 3.30 p.m. today. "Really?" she asked!  Yes... fine')
-  assert got == ["Mr. Smith met J. Doe at 3.30 p.m. today.", '"Really?"', "she asked!", "Yes...", "fine"]
+  got = text.split_sentences(
+      'Mr. Smith met J. Doe at 3.30 p.m. today. "Really?" she asked!  Yes... fine'
+  )
+  assert got == [
+      "Mr. Smith met J. Doe at 3.30 p.m. today.",
+      '"Really?"',
+      "she asked!",
+      "Yes...",
+      "fine",
+  ]
 
 
 def test_chinese_sentences_need_no_space_after_the_terminator():
-  assert text.split_sentences("今天下雨。我们在家！你呢？”好的。”") == ["今天下雨。", "我们在家！", "你呢？”", "好的。”"]
+  assert text.split_sentences("今天下雨。我们在家！你呢？”好的。”") == [
+      "今天下雨。",
+      "我们在家！",
+      "你呢？”",
+      "好的。”",
+  ]
 
 
 def test_line_breaks_alone_end_no_sentence_and_blank_text_has_none():

@@ -1,4 +1,5 @@
 """convert, export and serve end expected failures with one line naming the path, exit 2."""
+
 import json
 import os
 import shutil
@@ -21,11 +22,14 @@ def _one_line(capsys, command, *needles):
     assert needle in err, err
 
 
-@pytest.mark.parametrize("command, argv", [
-    ("convert", ["--hf", "{missing}", "--output", "{out}"]),
-    ("export", ["--checkpoint", "{missing}", "--output", "{out}"]),
-    ("serve", ["--model", "{missing}", "--port", "0"]),
-])
+@pytest.mark.parametrize(
+    "command, argv",
+    [
+        ("convert", ["--hf", "{missing}", "--output", "{out}"]),
+        ("export", ["--checkpoint", "{missing}", "--output", "{out}"]),
+        ("serve", ["--model", "{missing}", "--port", "0"]),
+    ],
+)
 def test_a_missing_checkpoint_is_one_line(tmp_path, capsys, command, argv):
   paths = {"missing": str(tmp_path / "nope"), "out": str(tmp_path / "out")}
   assert main([command, *[a.format(**paths) for a in argv]]) == 2
@@ -36,7 +40,9 @@ def test_an_unsupported_config_is_one_line_naming_the_key(hf_dir, tmp_path, caps
   path = str(tmp_path / "sliding")
   shutil.copytree(hf_dir, path)
   cfg = json.load(open(os.path.join(path, "config.json")))
-  cfg.update(use_sliding_window=True, sliding_window=8, layer_types=["full_attention", "sliding_attention"])
+  cfg.update(
+      use_sliding_window=True, sliding_window=8, layer_types=["full_attention", "sliding_attention"]
+  )
   json.dump(cfg, open(os.path.join(path, "config.json"), "w"))
   assert main(["convert", "--hf", path, "--output", str(tmp_path / "out")]) == 2
   _one_line(capsys, "convert", "config.json", "use_sliding_window")
@@ -54,8 +60,12 @@ def test_export_over_an_existing_directory_is_one_line(hf_dir, tmp_path, capsys)
 def _dead_pid():
   import subprocess
   import sys
-  return int(subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
-                            text=True).stdout)
+
+  return int(
+      subprocess.run(
+          [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
+      ).stdout
+  )
 
 
 @pytest.mark.parametrize("command", ["convert", "export"])

@@ -11,6 +11,7 @@ outputs agree within 2e-2 absolute (they are O(1)); gradients within 2% of the l
 reference gradient of the same tensor. Through the whole (2-layer, bf16) model the losses
 agree within 1% and every parameter gradient within 5% of that parameter's largest one.
 """
+
 import dataclasses
 
 import jax
@@ -24,8 +25,9 @@ from distil_jax.model.attention import attend_xla, segment_causal_mask, self_att
 from distil_jax.train.losses import SFTLoss
 from distil_jax.train.objective import apply_loss
 
-pytestmark = pytest.mark.skipif(jax.default_backend() != "gpu",
-                                reason="cuDNN attention runs on a GPU only")
+pytestmark = pytest.mark.skipif(
+    jax.default_backend() != "gpu", reason="cuDNN attention runs on a GPU only"
+)
 
 B, T, N, K, H = 2, 512, 12, 2, 128  # the Qwen2.5-1.5B head layout
 DOCS = 4
@@ -48,10 +50,12 @@ def _rows(*documents):
 
 def _inputs(seed=0):
   kq, kk, kv, ko = jax.random.split(jax.random.key(seed), 4)
-  return (jax.random.normal(kq, (B, T, N, H), jnp.bfloat16),
-          jax.random.normal(kk, (B, T, K, H), jnp.bfloat16),
-          jax.random.normal(kv, (B, T, K, H), jnp.bfloat16),
-          jax.random.normal(ko, (B, T, N, H), jnp.bfloat16))
+  return (
+      jax.random.normal(kq, (B, T, N, H), jnp.bfloat16),
+      jax.random.normal(kk, (B, T, K, H), jnp.bfloat16),
+      jax.random.normal(kv, (B, T, K, H), jnp.bfloat16),
+      jax.random.normal(ko, (B, T, N, H), jnp.bfloat16),
+  )
 
 
 def _value_and_vjp(attention, q, k, v, cotangent):
@@ -76,8 +80,9 @@ def _reference(q, k, v, cotangent, positions, segments):
 
 
 def _cudnn(q, k, v, cotangent, positions, segments, max_segments_per_row):
-  attention = lambda q, k, v: self_attention(AttentionImpl.CUDNN, q, k, v, positions, segments,
-                                             max_segments_per_row=max_segments_per_row)
+  attention = lambda q, k, v: self_attention(
+      AttentionImpl.CUDNN, q, k, v, positions, segments, max_segments_per_row=max_segments_per_row
+  )
   return jax.jit(lambda q, k, v, c: _value_and_vjp(attention, q, k, v, c))(q, k, v, cotangent)
 
 
@@ -87,8 +92,10 @@ def test_cudnn_paths_match_xla_forward_and_gradients(max_segments_per_row):
     pytest.skip("cuDNN's ragged layout needs Hopper or later")
   positions, segments = _rows([200, 150, 100], [T])  # three documents + padding; one document
   q, k, v, cotangent = _inputs()
-  _assert_close(_cudnn(q, k, v, cotangent, positions, segments, max_segments_per_row),
-                _reference(q, k, v, cotangent, positions, segments))
+  _assert_close(
+      _cudnn(q, k, v, cotangent, positions, segments, max_segments_per_row),
+      _reference(q, k, v, cotangent, positions, segments),
+  )
 
 
 def test_ragged_path_row_over_capacity_stays_finite_and_leaves_other_rows_exact():
@@ -108,12 +115,23 @@ def test_ragged_path_row_over_capacity_stays_finite_and_leaves_other_rows_exact(
 def test_model_sft_loss_and_gradients_with_cudnn_match_xla(max_segments_per_row):
   if max_segments_per_row and not _hopper():
     pytest.skip("cuDNN's ragged layout needs Hopper or later")
-  cfg = ModelConfig.tiny(num_heads=N, num_kv_heads=K, head_dim=H, hidden_size=256,
-                         intermediate_size=512, compute_dtype=jnp.bfloat16)
+  cfg = ModelConfig.tiny(
+      num_heads=N,
+      num_kv_heads=K,
+      head_dim=H,
+      hidden_size=256,
+      intermediate_size=512,
+      compute_dtype=jnp.bfloat16,
+  )
   positions, segments = _rows([200, 150, 100], [T])
   ids = jax.random.randint(jax.random.key(2), (B, T), 0, cfg.vocab_size, jnp.int32)
-  batch = dict(input_ids=ids, target_ids=jnp.roll(ids, -1, axis=1), positions=positions,
-               segment_ids=segments, loss_mask=(segments != 0).astype(jnp.float32))
+  batch = dict(
+      input_ids=ids,
+      target_ids=jnp.roll(ids, -1, axis=1),
+      positions=positions,
+      segment_ids=segments,
+      loss_mask=(segments != 0).astype(jnp.float32),
+  )
   params = nnx.state(Qwen2(cfg, rngs=nnx.Rngs(0)))
 
   def loss_and_grads(model_cfg):
@@ -122,8 +140,9 @@ def test_model_sft_loss_and_gradients_with_cudnn_match_xla(max_segments_per_row)
     return jax.jit(jax.value_and_grad(loss))(params)
 
   ref_loss, ref_grads = loss_and_grads(cfg)
-  cudnn_cfg = dataclasses.replace(cfg, attention_impl=AttentionImpl.CUDNN,
-                                  max_segments_per_row=max_segments_per_row)
+  cudnn_cfg = dataclasses.replace(
+      cfg, attention_impl=AttentionImpl.CUDNN, max_segments_per_row=max_segments_per_row
+  )
   loss, grads = loss_and_grads(cudnn_cfg)
   np.testing.assert_allclose(loss, ref_loss, rtol=1e-2)
   for g, r in zip(jax.tree.leaves(grads), jax.tree.leaves(ref_grads)):

@@ -5,6 +5,7 @@ answered as on an H100 (cuDNN 9.10, capability 9.0). Under a mesh the kernel is 
 custom partitioning, which XLA's SPMD partitioner expands: the CPU compiler runs that
 partitioner and only then refuses the cuDNN calls, so its dump shows the per-device program.
 """
+
 import pathlib
 import re
 
@@ -34,10 +35,12 @@ def _capability(text: str) -> tuple[int, ...]:
 @pytest.fixture(autouse=True)
 def as_on_an_h100(monkeypatch):
   monkeypatch.setattr(cudnn_attention, "check_cudnn_version", lambda: 91000)
-  monkeypatch.setattr(cudnn_attention, "check_compute_capability",
-                      lambda c: _capability(c) <= (9, 0))
-  monkeypatch.setattr(cudnn_attention, "is_cuda_compute_capability_equal",
-                      lambda c: _capability(c) == (9, 0))
+  monkeypatch.setattr(
+      cudnn_attention, "check_compute_capability", lambda c: _capability(c) <= (9, 0)
+  )
+  monkeypatch.setattr(
+      cudnn_attention, "is_cuda_compute_capability_equal", lambda c: _capability(c) == (9, 0)
+  )
 
 
 def _cudnn_calls(text: str) -> set[str]:
@@ -65,8 +68,9 @@ def _segments():
 
 def _lower_attention_with_gradient(segment_ids, max_segments_per_row: int) -> str:
   def loss(q, k, v):
-    out = self_attention(AttentionImpl.CUDNN, q, k, v, None, segment_ids,
-                         max_segments_per_row=max_segments_per_row)
+    out = self_attention(
+        AttentionImpl.CUDNN, q, k, v, None, segment_ids, max_segments_per_row=max_segments_per_row
+    )
     return jnp.sum(out.astype(jnp.float32) ** 2)
 
   q = jax.ShapeDtypeStruct((B, T, N, H), jnp.bfloat16)
@@ -102,24 +106,46 @@ STEP_B, STEP_T = 8, 256  # T differs from every model width, so [T, T] means att
 
 
 def _lower_and_partition_train_step(tmp_path: pathlib.Path, max_segments_per_row: int) -> str:
-  model = ModelConfig.tiny(attention_impl=AttentionImpl.CUDNN, compute_dtype=jnp.bfloat16,
-                           max_segments_per_row=max_segments_per_row)
-  cfg = TrainConfig(model=model, mesh=MeshConfig(data=1, fsdp=8), loss_chunk=64, steps=10,
-                    data=DataConfig(seq_len=STEP_T, batch_size=STEP_B))
+  model = ModelConfig.tiny(
+      attention_impl=AttentionImpl.CUDNN,
+      compute_dtype=jnp.bfloat16,
+      max_segments_per_row=max_segments_per_row,
+  )
+  cfg = TrainConfig(
+      model=model,
+      mesh=MeshConfig(data=1, fsdp=8),
+      loss_chunk=64,
+      steps=10,
+      data=DataConfig(seq_len=STEP_T, batch_size=STEP_B),
+  )
   mesh = make_mesh(cfg.mesh)
   tx, schedule = make_optimizer(cfg.optim, cfg.steps)
   with use_mesh(mesh, cfg.rules):
     graphdef, _, state = abstract_train_state(cfg, mesh, tx)
-    step = jit_train_step(graphdef=graphdef, loss=SFTLoss(chunk=cfg.loss_chunk), tx=tx,
-                          schedule=schedule, grad_accum=1, mesh=mesh, rules=cfg.rules,
-                          state_sharding=jax.tree.map(lambda a: a.sharding, state))
+    step = jit_train_step(
+        graphdef=graphdef,
+        loss=SFTLoss(chunk=cfg.loss_chunk),
+        tx=tx,
+        schedule=schedule,
+        grad_accum=1,
+        mesh=mesh,
+        rules=cfg.rules,
+        state_sharding=jax.tree.map(lambda a: a.sharding, state),
+    )
     rows = batch_sharding(mesh, cfg.rules)
-    batch = {key: jax.ShapeDtypeStruct((STEP_B, STEP_T), dtype, sharding=rows)
-             for key, dtype in (("input_ids", jnp.int32), ("target_ids", jnp.int32),
-                                ("loss_mask", jnp.float32), ("segment_ids", jnp.int32),
-                                ("positions", jnp.int32))}
-    rng = jax.ShapeDtypeStruct((), jax.random.key(0).dtype,
-                               sharding=NamedSharding(mesh, PartitionSpec()))
+    batch = {
+        key: jax.ShapeDtypeStruct((STEP_B, STEP_T), dtype, sharding=rows)
+        for key, dtype in (
+            ("input_ids", jnp.int32),
+            ("target_ids", jnp.int32),
+            ("loss_mask", jnp.float32),
+            ("segment_ids", jnp.int32),
+            ("positions", jnp.int32),
+        )
+    }
+    rng = jax.ShapeDtypeStruct(
+        (), jax.random.key(0).dtype, sharding=NamedSharding(mesh, PartitionSpec())
+    )
     lowered = step.trace(state, batch, rng, {}).lower(lowering_platforms=("cuda",))
   assert "CustomSPMDPartitioning" in lowered.as_text()  # expanded by the partitioner below
   dump = tmp_path / "hlo"
@@ -158,12 +184,21 @@ def test_dots_remat_saves_the_attention_kernel_instead_of_running_it_again(remat
   from flax import nnx
   from distil_jax.model.config import RematPolicy
   from distil_jax.model.qwen2 import Qwen2
-  cfg = ModelConfig.tiny(compute_dtype=jnp.bfloat16, attention_impl=AttentionImpl.CUDNN,
-                         remat_policy=RematPolicy(remat))
+
+  cfg = ModelConfig.tiny(
+      compute_dtype=jnp.bfloat16,
+      attention_impl=AttentionImpl.CUDNN,
+      remat_policy=RematPolicy(remat),
+  )
   graphdef, params = nnx.split(nnx.eval_shape(lambda: Qwen2(cfg, rngs=nnx.Rngs(0))))
   rows = jax.ShapeDtypeStruct((2, 128), jnp.int32)
-  batch = dict(input_ids=rows, target_ids=rows, segment_ids=rows, positions=rows,
-               loss_mask=jax.ShapeDtypeStruct((2, 128), jnp.float32))
+  batch = dict(
+      input_ids=rows,
+      target_ids=rows,
+      segment_ids=rows,
+      positions=rows,
+      loss_mask=jax.ShapeDtypeStruct((2, 128), jnp.float32),
+  )
 
   def loss(p, b):
     return apply_loss(SFTLoss(chunk=64), nnx.merge(graphdef, p), b)[0]

@@ -1,4 +1,5 @@
 """Bad checkpoints fail with an error that names the file and tensor; nothing is half-written."""
+
 import json
 import os
 import shutil
@@ -39,19 +40,31 @@ def _load(path):
 
 def test_missing_tensor_is_named(ckpt):
   _rewrite(ckpt, lambda t: t.pop("model.layers.1.mlp.up_proj.weight"))
-  with pytest.raises(CheckpointError, match=r"missing tensors \['model.layers.1.mlp.up_proj.weight'\]"):
+  with pytest.raises(
+      CheckpointError, match=r"missing tensors \['model.layers.1.mlp.up_proj.weight'\]"
+  ):
     _load(ckpt)
 
 
 def test_unexpected_tensor_is_named(ckpt):
   _rewrite(ckpt, lambda t: t.update({"model.layers.0.extra.weight": np.zeros(3, np.float32)}))
-  with pytest.raises(CheckpointError, match=r"unexpected tensors \['model.layers.0.extra.weight'\]"):
+  with pytest.raises(
+      CheckpointError, match=r"unexpected tensors \['model.layers.0.extra.weight'\]"
+  ):
     _load(ckpt)
 
 
 def test_shape_mismatch_names_file_tensor_and_shapes(ckpt):
-  _rewrite(ckpt, lambda t: t.update({"model.layers.0.self_attn.k_proj.weight": np.zeros((16, 64), np.float32)}))
-  with pytest.raises(CheckpointError, match=r"model.safetensors: tensor 'model.layers.0.self_attn.k_proj.weight' has shape \(16, 64\), expected \(32, 64\)"):
+  _rewrite(
+      ckpt,
+      lambda t: t.update(
+          {"model.layers.0.self_attn.k_proj.weight": np.zeros((16, 64), np.float32)}
+      ),
+  )
+  with pytest.raises(
+      CheckpointError,
+      match=r"model.safetensors: tensor 'model.layers.0.self_attn.k_proj.weight' has shape \(16, 64\), expected \(32, 64\)",
+  ):
     _load(ckpt)
 
 
@@ -66,7 +79,9 @@ def test_model_type_other_than_qwen2_is_refused(ckpt):
   cfg = json.load(open(cfg_path))
   cfg["model_type"] = "llama"
   json.dump(cfg, open(cfg_path, "w"))
-  with pytest.raises(CheckpointError, match=r"config.json: model_type is 'llama', expected 'qwen2'"):
+  with pytest.raises(
+      CheckpointError, match=r"config.json: model_type is 'llama', expected 'qwen2'"
+  ):
     _load(ckpt)
 
 
@@ -86,16 +101,25 @@ def test_garbled_header_json_names_the_file(ckpt):
 
 
 def test_shards_without_index_are_refused(ckpt):
-  os.rename(os.path.join(ckpt, "model.safetensors"), os.path.join(ckpt, "model-00001-of-00002.safetensors"))
-  with pytest.raises(CheckpointError, match=r"safetensors shards but no model.safetensors.index.json"):
+  os.rename(
+      os.path.join(ckpt, "model.safetensors"),
+      os.path.join(ckpt, "model-00001-of-00002.safetensors"),
+  )
+  with pytest.raises(
+      CheckpointError, match=r"safetensors shards but no model.safetensors.index.json"
+  ):
     _load(ckpt)
 
 
 def test_index_naming_a_missing_shard_is_refused(ckpt):
   names = list(load_file(os.path.join(ckpt, "model.safetensors")))
-  json.dump({"weight_map": {n: "model-00002-of-00002.safetensors" for n in names}},
-            open(os.path.join(ckpt, "model.safetensors.index.json"), "w"))
-  with pytest.raises(CheckpointError, match=r"lists model-00002-of-00002.safetensors, which is missing"):
+  json.dump(
+      {"weight_map": {n: "model-00002-of-00002.safetensors" for n in names}},
+      open(os.path.join(ckpt, "model.safetensors.index.json"), "w"),
+  )
+  with pytest.raises(
+      CheckpointError, match=r"lists model-00002-of-00002.safetensors, which is missing"
+  ):
     _load(ckpt)
 
 

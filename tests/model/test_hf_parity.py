@@ -1,5 +1,6 @@
 """A HF Qwen2 checkpoint loads into distil-jax with transformers' logits, and exports back
 bit-identical."""
+
 import json
 import os
 
@@ -17,13 +18,19 @@ from distil_jax.testing.hf_models import hf_logits, make_hf_checkpoint
 LOGIT_ATOL = 2e-5
 
 CASES = {
-    "untied_gqa_7to1": dict(num_attention_heads=7, num_key_value_heads=1, hidden_size=112,
-                            tie_word_embeddings=False),
-    "tied_gqa_6to1": dict(num_attention_heads=6, num_key_value_heads=1, hidden_size=96,
-                          tie_word_embeddings=True),
-    "tied_gqa_2to1_sharded_files": dict(num_attention_heads=4, num_key_value_heads=2,
-                                        hidden_size=64, tie_word_embeddings=True,
-                                        max_shard_size="60KB"),
+    "untied_gqa_7to1": dict(
+        num_attention_heads=7, num_key_value_heads=1, hidden_size=112, tie_word_embeddings=False
+    ),
+    "tied_gqa_6to1": dict(
+        num_attention_heads=6, num_key_value_heads=1, hidden_size=96, tie_word_embeddings=True
+    ),
+    "tied_gqa_2to1_sharded_files": dict(
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        hidden_size=64,
+        tie_word_embeddings=True,
+        max_shard_size="60KB",
+    ),
 }
 
 
@@ -49,9 +56,18 @@ def test_export_round_trip_is_bit_identical_and_loads_in_transformers(hf_dir, tm
   index = json.load(open(os.path.join(out, "model.safetensors.index.json")))
   assert set(index["weight_map"]) == set(exported)
   src, dst = (json.load(open(os.path.join(d, "config.json"))) for d in (hf_dir, out))
-  for key in ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers",
-              "num_attention_heads", "num_key_value_heads", "rms_norm_eps",
-              "tie_word_embeddings", "max_position_embeddings", "model_type"):
+  for key in (
+      "vocab_size",
+      "hidden_size",
+      "intermediate_size",
+      "num_hidden_layers",
+      "num_attention_heads",
+      "num_key_value_heads",
+      "rms_norm_eps",
+      "tie_word_embeddings",
+      "max_position_embeddings",
+      "model_type",
+  ):
     assert src[key] == dst[key], key
   reloaded = Qwen2ForCausalLM.from_pretrained(out)
   assert reloaded.config.tie_word_embeddings == src["tie_word_embeddings"]
@@ -59,8 +75,9 @@ def test_export_round_trip_is_bit_identical_and_loads_in_transformers(hf_dir, tm
 
 def test_export_splits_shards_under_the_size_limit(hf_dir, tmp_path):
   model = distil_jax.from_pretrained(hf_dir, dtype=jnp.float32)
-  out = distil_jax.save_pretrained(model, str(tmp_path / "export"), tokenizer=False,
-                                   max_shard_bytes=100_000)
+  out = distil_jax.save_pretrained(
+      model, str(tmp_path / "export"), tokenizer=False, max_shard_bytes=100_000
+  )
   files = [f for f in os.listdir(out) if f.endswith(".safetensors")]
   assert len(files) > 1
   biggest_tensor = max(t.numel() * 4 for t in _tensors(out).values())
@@ -90,6 +107,7 @@ def _tensors(path):
 def test_import_compiles_one_layer_write_per_tensor_kind_not_per_layer(tmp_path):
   from distil_jax.hf import load
   from distil_jax.hf.mapping import TABLE
+
   path = make_hf_checkpoint(str(tmp_path / "hf"), num_hidden_layers=6)
   load._set_layer.clear_cache()
   distil_jax.from_pretrained(path, dtype=jnp.float32)

@@ -1,4 +1,5 @@
 """The Qwen2 module: packing, the KV cache, meshes, scan and remat."""
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -48,12 +49,20 @@ def test_right_padded_prefill_then_decode_matches_the_full_forward(model):
 @pytest.fixture(scope="module")
 def hf_dir(tmp_path_factory):
   # 8 heads / 4 kv heads / 256 vocab / 64 hidden divide evenly over 8 devices.
-  return make_hf_checkpoint(str(tmp_path_factory.mktemp("mesh") / "hf"), num_attention_heads=8,
-                            num_key_value_heads=4, hidden_size=128, intermediate_size=256)
+  return make_hf_checkpoint(
+      str(tmp_path_factory.mktemp("mesh") / "hf"),
+      num_attention_heads=8,
+      num_key_value_heads=4,
+      hidden_size=128,
+      intermediate_size=256,
+  )
 
 
-MESHES = {"fsdp8": MeshConfig(data=1, fsdp=8), "tensor4_data2": MeshConfig(data=2, tensor=4),
-          "data2_fsdp2_tensor2": MeshConfig(data=2, fsdp=2, tensor=2)}
+MESHES = {
+    "fsdp8": MeshConfig(data=1, fsdp=8),
+    "tensor4_data2": MeshConfig(data=2, tensor=4),
+    "data2_fsdp2_tensor2": MeshConfig(data=2, fsdp=2, tensor=2),
+}
 
 
 @pytest.mark.parametrize("layout", sorted(MESHES))
@@ -84,6 +93,7 @@ def test_compiled_program_does_not_grow_with_depth():
     graphdef, state = nnx.split(m)
     f = jax.jit(lambda s, x: nnx.merge(graphdef, s)(x))
     return len(f.lower(state, jax.ShapeDtypeStruct((1, 8), jnp.int32)).as_text())
+
   assert hlo_size(16) < 1.05 * hlo_size(2)
 
 
@@ -94,6 +104,7 @@ def test_remat_policies_change_memory_not_gradients(policy):
   def grads(cfg):
     m = Qwen2(cfg, rngs=nnx.Rngs(0))
     return nnx.grad(lambda m: jnp.mean(m(ids) ** 2))(m)
+
   base = grads(CFG)
   other = grads(ModelConfig.tiny(remat_policy=policy))
   for a, b in zip(jax.tree.leaves(base), jax.tree.leaves(other)):

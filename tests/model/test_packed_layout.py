@@ -1,6 +1,7 @@
 """Packed rows -> cuDNN's ragged layout: per-run lengths and offsets, checked against a
 brute-force reading of the rows and, through jax's own fix-up of those arrays, against the
 XLA attention mask. Also: the field that selects the path survives every config bridge."""
+
 import itertools
 import json
 
@@ -11,8 +12,12 @@ import pytest
 
 from distil_jax import checkpoints
 from distil_jax.model import ModelConfig
-from distil_jax.model.attention import (attend_xla, cudnn_attention, packed_layout,
-                                        segment_causal_mask)
+from distil_jax.model.attention import (
+    attend_xla,
+    cudnn_attention,
+    packed_layout,
+    segment_causal_mask,
+)
 
 
 def _reference_layout(row, num_slots):
@@ -23,7 +28,7 @@ def _reference_layout(row, num_slots):
     runs.append([start, length])
     start += length
   if len(runs) > num_slots:
-    runs[num_slots - 1:] = [[runs[num_slots - 1][0], sum(l for _, l in runs[num_slots - 1:])]]
+    runs[num_slots - 1 :] = [[runs[num_slots - 1][0], sum(l for _, l in runs[num_slots - 1 :])]]
   unused = num_slots - len(runs)
   seqlens = [l for _, l in runs] + [-1] * unused
   offsets = [s for s, _ in runs] + [-1] * (unused + 1)
@@ -92,7 +97,8 @@ def _ragged_attention_as_cudnn_reads_it(q, k, v, layout):
   element offsets over the whole flattened batch). Tokens no sequence covers stay NaN."""
   b, t, n, h = q.shape
   seqlens, _, offsets, _ = cudnn_attention._fix_seqlen_offsets(  # noqa: SLF001
-      layout.seqlens_BxM, layout.seqlens_BxM, layout.offsets_BxM1, layout.offsets_BxM1, q, k)
+      layout.seqlens_BxM, layout.seqlens_BxM, layout.offsets_BxM1, layout.offsets_BxM1, q, k
+  )
   flat = [np.asarray(x, np.float32).reshape(b * t, n, h) for x in (q, k, v)]
   out = np.full((b * t, n, h), np.nan, np.float32)
   for length, offset in zip(np.ravel(seqlens), np.ravel(offsets)):  # sequence i: length i, offset i
@@ -100,7 +106,7 @@ def _ragged_attention_as_cudnn_reads_it(q, k, v, layout):
       continue
     first = offset // (n * h)
     span = slice(first, first + length)
-    scores = np.einsum("tnh,snh->nts", flat[0][span], flat[1][span]) * h ** -0.5
+    scores = np.einsum("tnh,snh->nts", flat[0][span], flat[1][span]) * h**-0.5
     scores = np.where(np.tril(np.ones((length, length), bool)), scores, -np.inf)
     probs = np.exp(scores - scores.max(-1, keepdims=True))
     out[span] = np.einsum("nts,snh->tnh", probs / probs.sum(-1, keepdims=True), flat[2][span])
@@ -108,16 +114,23 @@ def _ragged_attention_as_cudnn_reads_it(q, k, v, layout):
 
 
 def test_cudnn_reading_of_the_layout_is_the_xla_mask_on_every_document_token():
-  names = ["one document, then padding", "max documents, whole row",
-           "max documents, then padding", "all padding", "single-token documents"]
+  names = [
+      "one document, then padding",
+      "max documents, whole row",
+      "max documents, then padding",
+      "all padding",
+      "single-token documents",
+  ]
   segments = np.asarray([ROWS[n] for n in names], np.int32)
   positions = np.zeros_like(segments)
   for row, seg in zip(positions, segments):
     for _, idx in itertools.groupby(range(T), key=lambda i, s=seg: s[i]):
       idx = list(idx)
       row[idx] = np.arange(len(idx))
-  q, k, v = (jax.random.normal(key, (len(names), T, 4, 8))
-             for key in jax.random.split(jax.random.key(0), 3))
+  q, k, v = (
+      jax.random.normal(key, (len(names), T, 4, 8))
+      for key in jax.random.split(jax.random.key(0), 3)
+  )
   layout = packed_layout(jnp.asarray(segments), DOCS + 1)
   ragged = _ragged_attention_as_cudnn_reads_it(q, k, v, layout)
   assert not np.isnan(ragged).any()  # every token covered: cuDNN writes every output row
@@ -137,8 +150,9 @@ def test_max_segments_per_row_survives_checkpoint_json_and_defaults_for_old_file
 
 
 def test_max_segments_per_row_is_a_runtime_choice_outside_the_hf_config():
-  cfg = ModelConfig.tiny(max_segments_per_row=8, vocab_size=64, hidden_size=64, num_heads=4,
-                         head_dim=16)
+  cfg = ModelConfig.tiny(
+      max_segments_per_row=8, vocab_size=64, hidden_size=64, num_heads=4, head_dim=16
+  )
   hf = cfg.to_hf()
   assert "max_segments_per_row" not in hf
   assert ModelConfig.from_hf(hf, max_segments_per_row=8).max_segments_per_row == 8

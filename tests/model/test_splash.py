@@ -1,5 +1,6 @@
 """The TPU splash-attention path (run here in Pallas interpret mode) equals the XLA path,
 forward and backward, with packed documents and GQA, on one device and on a mesh."""
+
 import dataclasses
 
 import jax
@@ -38,7 +39,9 @@ def _loss_and_grads(cfg, mesh=None):
 def test_splash_matches_xla_forward_and_backward():
   ref_loss, ref_grads = _loss_and_grads(CFG)
   for mesh in (None, make_mesh(MeshConfig(data=2, tensor=2), devices=jax.devices()[:4])):
-    loss, grads = _loss_and_grads(dataclasses.replace(CFG, attention_impl=AttentionImpl.SPLASH), mesh)
+    loss, grads = _loss_and_grads(
+        dataclasses.replace(CFG, attention_impl=AttentionImpl.SPLASH), mesh
+    )
     np.testing.assert_allclose(loss, ref_loss, rtol=1e-5)
     for a, b in zip(jax.tree.leaves(grads), jax.tree.leaves(ref_grads)):
       np.testing.assert_allclose(a, b, atol=2e-5)

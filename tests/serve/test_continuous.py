@@ -1,5 +1,6 @@
 """Continuous batching (`--continuous`): the same answers as the static batcher, a request that
 arrives mid-decode is answered without waiting for the running ones, a bad row fails alone."""
+
 import asyncio
 import concurrent.futures
 import time
@@ -14,9 +15,13 @@ from distil_jax.serve import ServeConfig, start_server
 from distil_jax.serve.protocol import Row
 
 MESSAGES = [{"role": "user", "content": "Write a haiku about distillation of language models."}]
-SETTINGS = [dict(temperature=0), dict(temperature=1.0, top_p=0.9, seed=5),
-            dict(temperature=0, frequency_penalty=0.8, logit_bias={"11": 2.0}, logprobs=True,
-                 top_logprobs=2)]
+SETTINGS = [
+    dict(temperature=0),
+    dict(temperature=1.0, top_p=0.9, seed=5),
+    dict(
+        temperature=0, frequency_penalty=0.8, logit_bias={"11": 2.0}, logprobs=True, top_logprobs=2
+    ),
+]
 
 
 @pytest.fixture(scope="module")
@@ -32,8 +37,11 @@ def _client(handle):
 
 
 def test_answers_equal_the_static_batchers(continuous, server):
-  ask = lambda handle, kw: _client(handle).chat.completions.create(
-      model="tiny", messages=MESSAGES, max_tokens=10, **kw).choices[0]
+  ask = (
+      lambda handle, kw: _client(handle)
+      .chat.completions.create(model="tiny", messages=MESSAGES, max_tokens=10, **kw)
+      .choices[0]
+  )
   with concurrent.futures.ThreadPoolExecutor(3) as pool:  # sharing the slots
     ours = list(pool.map(lambda kw: ask(continuous, kw), SETTINGS))
   for kw, got in zip(SETTINGS, ours):
@@ -42,7 +50,8 @@ def test_answers_equal_the_static_batchers(continuous, server):
     assert got.finish_reason == expected.finish_reason
     if kw.get("logprobs"):
       assert [t.logprob for t in got.logprobs.content] == pytest.approx(
-          [t.logprob for t in expected.logprobs.content], abs=1e-5)
+          [t.logprob for t in expected.logprobs.content], abs=1e-5
+      )
 
 
 def test_a_short_request_does_not_wait_for_a_long_one(continuous):
@@ -67,8 +76,9 @@ def test_a_row_that_cannot_be_admitted_fails_alone(continuous, tokenizer):
   bad = Row([1] * 300, 4, GREEDY, 0, 0, 0)  # beyond the 256 positions of a slot
 
   async def together():
-    return await asyncio.gather(*(continuous.app.batcher.submit([r]) for r in (good, bad, good)),
-                                return_exceptions=True)
+    return await asyncio.gather(
+        *(continuous.app.batcher.submit([r]) for r in (good, bad, good)), return_exceptions=True
+    )
 
   first, failed, third = asyncio.run_coroutine_threadsafe(together(), continuous._loop).result(60)
   assert isinstance(failed, ValueError)
@@ -77,8 +87,9 @@ def test_a_row_that_cannot_be_admitted_fails_alone(continuous, tokenizer):
 
 def test_tokens_stream_as_they_are_decoded_and_equal_the_whole_answer(continuous):
   client = _client(continuous)
-  request = dict(model="tiny", messages=MESSAGES, temperature=0, max_tokens=60,
-                 extra_body={"min_tokens": 60})
+  request = dict(
+      model="tiny", messages=MESSAGES, temperature=0, max_tokens=60, extra_body={"min_tokens": 60}
+  )
   whole = client.chat.completions.create(**request).choices[0].message.content
   started, arrivals, text = time.monotonic(), [], ""
   for chunk in client.chat.completions.create(**request, stream=True):
@@ -100,12 +111,15 @@ def test_a_stop_string_ends_the_live_stream_where_the_whole_answer_ends(continuo
   assert chunks[-1].choices[0].finish_reason == cut.finish_reason == "stop"
 
 
-@pytest.mark.parametrize("text, stop, expected", [
-    ("Hello wor", ("world",), ("Hello ", False)),  # "wor" may become the stop string
-    ("Hello world!", ("world",), ("Hello ", True)),
-    ("caf\ufffd", (), ("caf", False)),  # half a UTF-8 character waits for its other byte
-    ("abc", ("x", "bcd"), ("a", False)),
-])
+@pytest.mark.parametrize(
+    "text, stop, expected",
+    [
+        ("Hello wor", ("world",), ("Hello ", False)),  # "wor" may become the stop string
+        ("Hello world!", ("world",), ("Hello ", True)),
+        ("caf\ufffd", (), ("caf", False)),  # half a UTF-8 character waits for its other byte
+        ("abc", ("x", "bcd"), ("a", False)),
+    ],
+)
 def test_a_delta_holds_nothing_a_later_token_could_change(text, stop, expected):
   from distil_jax.serve.live import settled
 

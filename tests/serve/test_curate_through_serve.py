@@ -1,5 +1,6 @@
 """The curation pipeline talks to our own OpenAI-compatible server over real loopback HTTP:
 every request is answered, journaled, and not sent again on a rerun."""
+
 import asyncio
 import io
 import json
@@ -17,9 +18,15 @@ AGENT_STAGES = ("classify", "rewrite", "refine")
 
 
 def _curate(server, out_dir):
-  config = from_config_dict(apply_overrides(load_config_dict(CONFIG), [
-      f"--config.endpoints.teacher.base_url={server.url}",
-      "--config.endpoints.teacher.model=tiny"]))
+  config = from_config_dict(
+      apply_overrides(
+          load_config_dict(CONFIG),
+          [
+              f"--config.endpoints.teacher.base_url={server.url}",
+              "--config.endpoints.teacher.model=tiny",
+          ],
+      )
+  )
   plan = RunPlan(config=config, config_path=CONFIG, input_path=SEEDS, output_dir=str(out_dir))
   before = server.stats.rows
   manifest = asyncio.run(run_pipeline(plan, progress_stream=io.StringIO()))
@@ -40,8 +47,10 @@ def test_curation_runs_against_distil_jax_serve_and_resumes_for_free(server, tmp
       assert sum(stage["kept_unchanged"].values()) == len(seeds), stage
   by_id = {s["id"]: s for s in seeds}
   for r in records:
-    assert r["messages"][-2:] == [{"role": "user", "content": by_id[r["id"]]["instruction"]},
-                                  {"role": "assistant", "content": by_id[r["id"]]["output"]}]
+    assert r["messages"][-2:] == [
+        {"role": "user", "content": by_id[r["id"]]["instruction"]},
+        {"role": "assistant", "content": by_id[r["id"]]["output"]},
+    ]
 
   first = [open(p, "rb").read() for p in shard_paths]
   manifest2, served_again = _curate(server, tmp_path / "run")

@@ -1,5 +1,6 @@
 """The official `openai` client against `distil-jax serve` over loopback: streaming, n, seeds,
 logprobs, echo, and the logit adjustments, each checked against its definition."""
+
 import concurrent.futures
 
 import httpx
@@ -24,11 +25,19 @@ def _log_softmax(x):
 
 
 def test_streamed_chat_equals_the_whole_answer(client):
-  whole = client.chat.completions.create(model="tiny", messages=QUESTION, temperature=0,
-                                         max_tokens=12)
-  chunks = list(client.chat.completions.create(
-      model="tiny", messages=QUESTION, temperature=0, max_tokens=12, stream=True,
-      stream_options={"include_usage": True}))
+  whole = client.chat.completions.create(
+      model="tiny", messages=QUESTION, temperature=0, max_tokens=12
+  )
+  chunks = list(
+      client.chat.completions.create(
+          model="tiny",
+          messages=QUESTION,
+          temperature=0,
+          max_tokens=12,
+          stream=True,
+          stream_options={"include_usage": True},
+      )
+  )
   text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
   assert text == whole.choices[0].message.content
   assert chunks[0].choices[0].delta.role == "assistant"
@@ -51,13 +60,15 @@ def test_streamed_completion_equals_the_whole_answer_and_ends_with_done(client, 
 
 def test_logit_bias_makes_one_token_the_output(client, tokenizer):
   token = tokenizer.encode(" banana")[0]
-  out = client.completions.create(model="tiny", prompt="Fruit:", temperature=0, max_tokens=5,
-                                  logit_bias={str(token): 100})
+  out = client.completions.create(
+      model="tiny", prompt="Fruit:", temperature=0, max_tokens=5, logit_bias={str(token): 100}
+  )
   assert out.choices[0].text == tokenizer.decode([token] * 5)
   banned = client.completions.create(model="tiny", prompt="Fruit:", temperature=0, max_tokens=5)
   first = tokenizer.encode(banned.choices[0].text)[0]
-  again = client.completions.create(model="tiny", prompt="Fruit:", temperature=0, max_tokens=5,
-                                    logit_bias={str(first): -100})
+  again = client.completions.create(
+      model="tiny", prompt="Fruit:", temperature=0, max_tokens=5, logit_bias={str(first): -100}
+  )
   assert tokenizer.encode(again.choices[0].text)[0] != first
 
 
@@ -75,13 +86,20 @@ def _adjusted(logits, prompt, new, *, repetition, frequency, presence, bias):
   return x
 
 
-def test_penalties_and_bias_match_a_numpy_reference_of_their_definitions(client, checkpoint,
-                                                                         tokenizer):
+def test_penalties_and_bias_match_a_numpy_reference_of_their_definitions(
+    client, checkpoint, tokenizer
+):
   prompt = tokenizer.encode("one two one two one two one two")
   settings = dict(repetition=1.5, frequency=0.7, presence=0.4, bias={prompt[0]: 1.0, 11: -2.0})
-  body = {"model": "tiny", "prompt": prompt, "temperature": 0, "max_tokens": 12,
-          "frequency_penalty": 0.7, "presence_penalty": 0.4,
-          "logit_bias": {str(prompt[0]): 1.0, "11": -2.0}}
+  body = {
+      "model": "tiny",
+      "prompt": prompt,
+      "temperature": 0,
+      "max_tokens": 12,
+      "frequency_penalty": 0.7,
+      "presence_penalty": 0.4,
+      "logit_bias": {str(prompt[0]): 1.0, "11": -2.0},
+  }
   out = client.completions.create(**body, extra_body={"repetition_penalty": 1.5}, logprobs=0)
   new = tokenizer.encode(out.choices[0].text)
   new = new[: len(out.choices[0].logprobs.tokens)]
@@ -97,15 +115,21 @@ def test_repetition_penalty_reduces_repeats(client, tokenizer):
   prompt = tokenizer.encode("la la la la la la la la")
   repeats = lambda text: (lambda ids: len(ids) - len(set(ids)))(tokenizer.encode(text))
   plain = client.completions.create(model="tiny", prompt=prompt, temperature=0, max_tokens=24)
-  penalised = client.completions.create(model="tiny", prompt=prompt, temperature=0, max_tokens=24,
-                                        extra_body={"repetition_penalty": 3.0})
+  penalised = client.completions.create(
+      model="tiny",
+      prompt=prompt,
+      temperature=0,
+      max_tokens=24,
+      extra_body={"repetition_penalty": 3.0},
+  )
   assert repeats(plain.choices[0].text) > 0  # the random model loops without a penalty
   assert repeats(penalised.choices[0].text) < repeats(plain.choices[0].text)
 
 
 def test_seed_and_n(client):
-  ask = lambda **kw: client.chat.completions.create(model="tiny", messages=QUESTION,
-                                                    temperature=1.0, max_tokens=8, **kw)
+  ask = lambda **kw: client.chat.completions.create(
+      model="tiny", messages=QUESTION, temperature=1.0, max_tokens=8, **kw
+  )
   first, second, other = ask(seed=7, n=2), ask(seed=7, n=2), ask(seed=8, n=2)
   texts = lambda r: [c.message.content for c in r.choices]
   assert [c.index for c in first.choices] == [0, 1]
@@ -115,8 +139,9 @@ def test_seed_and_n(client):
 
 
 def test_chat_logprobs_and_top_logprobs(client):
-  out = client.chat.completions.create(model="tiny", messages=QUESTION, temperature=0,
-                                       max_tokens=6, logprobs=True, top_logprobs=3)
+  out = client.chat.completions.create(
+      model="tiny", messages=QUESTION, temperature=0, max_tokens=6, logprobs=True, top_logprobs=3
+  )
   content = out.choices[0].logprobs.content
   assert "".join(t.token for t in content) == out.choices[0].message.content
   for t in content:
@@ -126,25 +151,30 @@ def test_chat_logprobs_and_top_logprobs(client):
 
 def test_echo_returns_prompt_logprobs_equal_to_transformers(client, checkpoint, tokenizer):
   prompt = tokenizer.encode("The quick brown fox jumps over the lazy dog")
-  out = client.completions.create(model="tiny", prompt=prompt, echo=True, logprobs=2,
-                                  max_tokens=1, temperature=0)
+  out = client.completions.create(
+      model="tiny", prompt=prompt, echo=True, logprobs=2, max_tokens=1, temperature=0
+  )
   lp = out.choices[0].logprobs
   assert len(lp.tokens) == len(prompt) + 1 and lp.token_logprobs[0] is None
   assert out.choices[0].text.startswith(tokenizer.decode(prompt))
   reference = _log_softmax(hf_logits(checkpoint, np.array([prompt]))[0])
   expected = [reference[t - 1, prompt[t]] for t in range(1, len(prompt))]
-  np.testing.assert_allclose(lp.token_logprobs[1:len(prompt)], expected, atol=2e-4)
+  np.testing.assert_allclose(lp.token_logprobs[1 : len(prompt)], expected, atol=2e-4)
   for t in range(1, len(prompt)):
     assert max(lp.top_logprobs[t].values()) == pytest.approx(reference[t - 1].max(), abs=2e-4)
-  scored = client.completions.create(model="tiny", prompt=prompt, echo=True, logprobs=0,
-                                     max_tokens=0)
-  assert scored.usage.completion_tokens == 0 and len(scored.choices[0].logprobs.tokens) == len(prompt)
+  scored = client.completions.create(
+      model="tiny", prompt=prompt, echo=True, logprobs=0, max_tokens=0
+  )
+  assert scored.usage.completion_tokens == 0 and len(scored.choices[0].logprobs.tokens) == len(
+      prompt
+  )
 
 
 def test_no_max_tokens_is_capped_to_the_rest_of_the_context(client, tokenizer):
   prompt = tokenizer.encode(" x" * 252)[:252]
-  out = client.completions.create(model="tiny", prompt=prompt, temperature=0,
-                                  extra_body={"min_tokens": 4})
+  out = client.completions.create(
+      model="tiny", prompt=prompt, temperature=0, extra_body={"min_tokens": 4}
+  )
   assert out.choices[0].finish_reason == "length" and out.usage.completion_tokens == 256 - 252
 
 
@@ -172,8 +202,12 @@ def test_a_row_that_fails_in_the_generator_fails_alone(server, tokenizer):
   bad = Row([1] * 300, 4, GREEDY, 0, 0, 0)  # beyond the model's 256 positions
 
   async def together():
-    return await asyncio.gather(server.app.batcher.submit([good]), server.app.batcher.submit([bad]),
-                                server.app.batcher.submit([good]), return_exceptions=True)
+    return await asyncio.gather(
+        server.app.batcher.submit([good]),
+        server.app.batcher.submit([bad]),
+        server.app.batcher.submit([good]),
+        return_exceptions=True,
+    )
 
   first, failed, third = asyncio.run_coroutine_threadsafe(together(), server._loop).result(60)
   assert isinstance(failed, ValueError) and "positions" in str(failed)

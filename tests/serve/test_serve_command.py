@@ -1,5 +1,6 @@
 """`distil-jax serve` as a process: the checkpoint's dtype and generation_config are its defaults,
 impossible limits are refused at start, and SIGTERM lets requests in flight finish."""
+
 import json
 import os
 import shutil
@@ -23,9 +24,24 @@ ENV = {**os.environ, "PYTHONPATH": ROOT, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": ""
 def _serve(model_dir, *extra):
   port = portpicker.pick_unused_port()
   proc = subprocess.Popen(
-      [sys.executable, "-m", "distil_jax.cli", "serve", "--model", str(model_dir), "--port",
-       str(port), "--served_model_name", "tiny", *extra],
-      env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+      [
+          sys.executable,
+          "-m",
+          "distil_jax.cli",
+          "serve",
+          "--model",
+          str(model_dir),
+          "--port",
+          str(port),
+          "--served_model_name",
+          "tiny",
+          *extra,
+      ],
+      env=ENV,
+      stdout=subprocess.PIPE,
+      stderr=subprocess.STDOUT,
+      text=True,
+  )
   return proc, f"http://127.0.0.1:{port}/v1"
 
 
@@ -51,24 +67,36 @@ def test_defaults_from_the_checkpoint_and_drain_on_sigterm(greedy_checkpoint, to
     _wait_ready(proc)
     prompt = tokenizer.encode("The quick brown fox jumps over the lazy dog")
     # float32 computation, as the checkpoint declares: prompt log-probs equal transformers'.
-    scored = httpx.post(f"{url}/completions", timeout=120, json={
-        "prompt": prompt, "echo": True, "logprobs": 1, "max_tokens": 0}).json()
+    scored = httpx.post(
+        f"{url}/completions",
+        timeout=120,
+        json={"prompt": prompt, "echo": True, "logprobs": 1, "max_tokens": 0},
+    ).json()
     reference = hf_logits(str(greedy_checkpoint), np.array([prompt]))[0].astype(np.float64)
-    reference -= np.log(np.exp(reference - reference.max(-1, keepdims=True)).sum(-1, keepdims=True)) \
-        + reference.max(-1, keepdims=True)
-    np.testing.assert_allclose(scored["choices"][0]["logprobs"]["token_logprobs"][1:],
-                               [reference[t - 1, prompt[t]] for t in range(1, len(prompt))],
-                               atol=2e-4)
+    reference -= np.log(
+        np.exp(reference - reference.max(-1, keepdims=True)).sum(-1, keepdims=True)
+    ) + reference.max(-1, keepdims=True)
+    np.testing.assert_allclose(
+        scored["choices"][0]["logprobs"]["token_logprobs"][1:],
+        [reference[t - 1, prompt[t]] for t in range(1, len(prompt))],
+        atol=2e-4,
+    )
     # No sampling settings in the request: generation_config says greedy.
-    ask = lambda **kw: httpx.post(f"{url}/chat/completions", timeout=120, json={
-        "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 6, **kw}).json()
+    ask = lambda **kw: httpx.post(
+        f"{url}/chat/completions",
+        timeout=120,
+        json={"messages": [{"role": "user", "content": "Hi"}], "max_tokens": 6, **kw},
+    ).json()
     default = [ask()["choices"][0]["message"]["content"] for _ in range(2)]
     assert default == [ask(temperature=0)["choices"][0]["message"]["content"]] * 2
 
     # SIGTERM while a request waits for its batch: it is answered, a new one gets 503.
     answers = []
-    thread = threading.Thread(target=lambda: answers.append(httpx.post(
-        f"{url}/completions", timeout=120, json={"prompt": "Hello", "max_tokens": 4})))
+    thread = threading.Thread(
+        target=lambda: answers.append(
+            httpx.post(f"{url}/completions", timeout=120, json={"prompt": "Hello", "max_tokens": 4})
+        )
+    )
     thread.start()
     time.sleep(0.4)
     proc.send_signal(signal.SIGTERM)

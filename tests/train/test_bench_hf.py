@@ -1,5 +1,6 @@
 """`distil-jax bench --hf`: our train step and transformers' timed on the same shape, in one run,
 with one FLOPs count, so the ratio it prints compares like with like."""
+
 import json
 import math
 import os
@@ -28,9 +29,26 @@ def test_bench_hf_times_both_steps_on_the_same_shape_and_flops():
   env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
   env["JAX_COMPILATION_CACHE_DIR"] = jax.config.jax_compilation_cache_dir  # conftest's, reused
   proc = subprocess.run(
-      [sys.executable, "-m", "distil_jax.cli", "bench", "--config", "configs/sft/tiny.py",
-       *OVERRIDES, "--steps", "1", "--warmup", "1", "--hf"],
-      cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+      [
+          sys.executable,
+          "-m",
+          "distil_jax.cli",
+          "bench",
+          "--config",
+          "configs/sft/tiny.py",
+          *OVERRIDES,
+          "--steps",
+          "1",
+          "--warmup",
+          "1",
+          "--hf",
+      ],
+      cwd=ROOT,
+      env=env,
+      capture_output=True,
+      text=True,
+      timeout=600,
+  )
   assert proc.returncode == 0, proc.stderr[-3000:]
   result = json.loads(proc.stdout)
   ours, theirs = result["distil_jax"], result["transformers"]

@@ -1,4 +1,5 @@
 """Config files: every key declared, typed at the entry point, typos rejected."""
+
 import glob
 
 import jax.numpy as jnp
@@ -18,9 +19,15 @@ def test_every_sft_config_becomes_a_typed_train_config(path):
 
 
 def test_overrides_are_typed_and_a_typo_is_an_error():
-  c = load_config("configs/sft/tiny.py", ["--config.optim.lr=1e-5",
-                                          "--config.model.compute_dtype=bfloat16",
-                                          "--config.mesh.fsdp=2", "--config.optim.lr=2"])
+  c = load_config(
+      "configs/sft/tiny.py",
+      [
+          "--config.optim.lr=1e-5",
+          "--config.model.compute_dtype=bfloat16",
+          "--config.mesh.fsdp=2",
+          "--config.optim.lr=2",
+      ],
+  )
   cfg = from_config_dict(c)
   assert cfg.optim.lr == 2.0 and cfg.model.compute_dtype is jnp.bfloat16 and cfg.mesh.fsdp == 2
   with pytest.raises(KeyError, match="lrr"):
@@ -37,11 +44,14 @@ def test_config_argument_selects_the_hf_init(tmp_path):
   assert load_config("configs/sft/qwen2p5_0p5b.py").init.kind == InitKind.FRESH.value
 
 
-@pytest.mark.parametrize("path", sorted(glob.glob("configs/kd/*.py") + glob.glob("configs/fusion/*.py")))
+@pytest.mark.parametrize(
+    "path", sorted(glob.glob("configs/kd/*.py") + glob.glob("configs/fusion/*.py"))
+)
 def test_every_distillation_config_builds_its_loss(path):
   """Typed at the entry point: the kind picks the KD loss, enum names became enums, and the
   frozen teacher the loss reads is declared by the file (empty path until the command line)."""
   from distil_jax.train.kd import KDLoss, Source
+
   cfg = from_config_dict(load_config(path))
   loss = cfg.loss.build(cfg)
   assert isinstance(loss, KDLoss) and isinstance(loss.source, Source)
@@ -53,6 +63,7 @@ def test_every_distillation_config_builds_its_loss(path):
 
 def test_an_unknown_loss_key_or_kind_is_an_error_naming_it():
   from distil_jax.train.loss_config import loss_config
+
   with pytest.raises(ValueError, match="alpah"):
     loss_config({"kind": "kd", "alpah": 0.3})
   with pytest.raises(ValueError, match="choose from"):

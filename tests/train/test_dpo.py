@@ -1,5 +1,6 @@
 """DPO as a contract loss: the online reference equals the precomputed one, and DPO through the
 train loop teaches a tiny student its training pairs (reward accuracy > 0.9)."""
+
 import json
 
 import jax
@@ -20,8 +21,15 @@ from distil_jax.train.loop import train
 from distil_jax.train.objective import apply_loss
 
 VOCAB, EOS, SEQ = 64, 1, 32
-MODEL = ModelConfig.tiny(vocab_size=VOCAB, hidden_size=32, intermediate_size=64, num_heads=4,
-                         num_kv_heads=2, head_dim=8, max_position_embeddings=64)
+MODEL = ModelConfig.tiny(
+    vocab_size=VOCAB,
+    hidden_size=32,
+    intermediate_size=64,
+    num_heads=4,
+    num_kv_heads=2,
+    head_dim=8,
+    max_position_embeddings=64,
+)
 
 
 def synthetic_pairs(n, seed=0):
@@ -48,14 +56,23 @@ def data(tmp_path_factory, mesh):
   root = tmp_path_factory.mktemp("dpo")
   write_tokenized_pairs(root / "pairs", synthetic_pairs(16), shard_size=8)
   reference = create_model(MODEL, mesh, seed=0)
-  compute_reference_logprobs(reference, mesh, root / "pairs", root / "ref", model_name="seed-0",
-                             batch_size=4, chunk=8, log=lambda _: None)
+  compute_reference_logprobs(
+      reference,
+      mesh,
+      root / "pairs",
+      root / "ref",
+      model_name="seed-0",
+      batch_size=4,
+      chunk=8,
+      log=lambda _: None,
+  )
   return root, reference
 
 
 def _all_pairs(root, reference=True):
-  it = make_pair_iterator(root / "pairs", root / "ref" if reference else None, seq_len=SEQ,
-                          batch_size=16, shuffle=False)
+  it = make_pair_iterator(
+      root / "pairs", root / "ref" if reference else None, seq_len=SEQ, batch_size=16, shuffle=False
+  )
   return jax.tree.map(jnp.asarray, next(it))
 
 
@@ -77,8 +94,9 @@ def test_precomputed_and_online_reference_give_the_same_loss(data, mesh, variant
     np.testing.assert_allclose(pre_sums[k], on_sums[k], rtol=1e-4, atol=1e-4)
   # The student at the reference's own weights has zero rewards and a sigmoid loss of log 2.
   with use_mesh(mesh):
-    at_ref, sums, _ = apply_loss(DPOLoss(objective=DPOObjective(beta=0.5), chunk=8), reference,
-                                 batch)
+    at_ref, sums, _ = apply_loss(
+        DPOLoss(objective=DPOObjective(beta=0.5), chunk=8), reference, batch
+    )
   np.testing.assert_allclose(at_ref, np.log(2.0), rtol=1e-5)
   assert float(sums["reward_accuracy"]) == 0.0
 
@@ -86,11 +104,15 @@ def test_precomputed_and_online_reference_give_the_same_loss(data, mesh, variant
 def test_dpo_through_the_train_loop_learns_its_pairs(data, mesh, tmp_path):
   root, _ = data
   cfg = TrainConfig(
-      model=MODEL, data=DataConfig(path=str(root / "pairs"), seq_len=SEQ, batch_size=8),
+      model=MODEL,
+      data=DataConfig(path=str(root / "pairs"), seq_len=SEQ, batch_size=8),
       optim=OptimConfig(lr=3e-3, schedule=Schedule.CONSTANT, warmup_steps=0, min_lr_ratio=1.0),
-      checkpoint=CheckpointConfig(every_steps=40, keep=1, async_save=False), steps=40,
-      loss_chunk=16, log_every=10,
-      loss=DPOConfig(beta=0.1, reference_logprobs=str(root / "ref")))
+      checkpoint=CheckpointConfig(every_steps=40, keep=1, async_save=False),
+      steps=40,
+      loss_chunk=16,
+      log_every=10,
+      loss=DPOConfig(beta=0.1, reference_logprobs=str(root / "ref")),
+  )
   batches = cfg.loss.batches(cfg, shard_index=0, shard_count=1)
   result = train(cfg, str(tmp_path / "run"), batches, mesh=mesh, progress=False)
   assert result.step == 40
@@ -99,9 +121,18 @@ def test_dpo_through_the_train_loop_learns_its_pairs(data, mesh, tmp_path):
     _, sums, counts = apply_loss(cfg.loss.build(cfg), model, _all_pairs(root))
   accuracy = float(sums["reward_accuracy"] / counts["pairs"])
   assert accuracy > 0.9, accuracy
-  logged = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+  logged = [
+      json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
+  ]
   last = logged[-1]
-  for key in ("reward_accuracy", "reward_margin", "chosen_reward", "rejected_reward",
-              "chosen_length", "rejected_length", "pairs"):
+  for key in (
+      "reward_accuracy",
+      "reward_margin",
+      "chosen_reward",
+      "rejected_reward",
+      "chosen_length",
+      "rejected_length",
+      "pairs",
+  ):
     assert key in last, key
   assert last["reward_margin"] > 0 and last["pairs"] == 8

@@ -8,6 +8,7 @@ rejected answer (its early EOS included) by 1/|y_l| against 1/|y_w| for the chos
 greedy length from 1.8 to 11.4 (plain) vs 17.7 (normalised), seed 0. So plain DPO leaves the
 answers shorter than the normalised variant does: the assertion below.
 """
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -26,14 +27,26 @@ from distil_jax.train.objective import apply_loss
 
 VOCAB, EOS, SEQ, MAX_NEW = 64, 1, 32, 20
 GOOD, BAD = (2, 33), (33, 64)  # the chosen answers use the first half of the vocabulary
-MODEL = ModelConfig.tiny(vocab_size=VOCAB, hidden_size=32, intermediate_size=64, num_heads=4,
-                         num_kv_heads=2, head_dim=8, max_position_embeddings=64)
+MODEL = ModelConfig.tiny(
+    vocab_size=VOCAB,
+    hidden_size=32,
+    intermediate_size=64,
+    num_heads=4,
+    num_kv_heads=2,
+    head_dim=8,
+    max_position_embeddings=64,
+)
 
 
 def _rows(examples):
-  feats = [side_features(np.concatenate([p, a]).astype(np.int32),
-                         (np.arange(len(p) + len(a)) >= len(p)).astype(np.uint8), SEQ)
-           for p, a in examples]
+  feats = [
+      side_features(
+          np.concatenate([p, a]).astype(np.int32),
+          (np.arange(len(p) + len(a)) >= len(p)).astype(np.uint8),
+          SEQ,
+      )
+      for p, a in examples
+  ]
   return {k: jnp.asarray(np.stack([f[k] for f in feats])) for k in feats[0]}
 
 
@@ -46,6 +59,7 @@ def _fit(model, loss, batch_of_step, steps, lr, mesh, frozen=None):
     def objective(p):
       value, sums, counts = apply_loss(loss, nnx.merge(graphdef, p), batch, frozen=frozen)
       return value, (sums, counts)
+
     (_, (sums, counts)), grads = jax.value_and_grad(objective, has_aux=True)(params)
     updates, opt = tx.update(grads, opt, params)
     return optax.apply_updates(params, updates), opt, sums, counts
@@ -58,8 +72,9 @@ def _fit(model, loss, batch_of_step, steps, lr, mesh, frozen=None):
 
 
 def _greedy_length(model, prompts):
-  out = Generator(model, stop_ids=[EOS]).generate([list(map(int, p)) for p in prompts],
-                                                  max_new_tokens=MAX_NEW)
+  out = Generator(model, stop_ids=[EOS]).generate(
+      [list(map(int, p)) for p in prompts], max_new_tokens=MAX_NEW
+  )
   return float(np.mean([len(c.tokens) for c in out]))
 
 
@@ -75,9 +90,14 @@ def test_plain_dpo_leaves_answers_shorter_than_length_normalised_dpo_when_chosen
 
   # The student before DPO: SFT on answers of 2-12 tokens, so it has learnt to stop.
   sft = [(p, answer(2, 12)) for p in prompts for _ in range(4)]
-  student, _, _ = _fit(create_model(MODEL, mesh, seed=0), SFTLoss(chunk=16),
-                       lambda i: _rows([sft[j] for j in np.random.default_rng(i).choice(len(sft), 32)]),
-                       150, 3e-3, mesh)
+  student, _, _ = _fit(
+      create_model(MODEL, mesh, seed=0),
+      SFTLoss(chunk=16),
+      lambda i: _rows([sft[j] for j in np.random.default_rng(i).choice(len(sft), 32)]),
+      150,
+      3e-3,
+      mesh,
+  )
   # Pairs: chosen 8-12 "good" tokens, rejected 2-4 "bad" ones; every chosen is longer.
   pairs = [(p, answer(8, 12, GOOD), answer(2, 4, BAD)) for p in train_prompts]
   assert all(len(c) > len(r) for _, c, r in pairs)
@@ -86,8 +106,10 @@ def test_plain_dpo_leaves_answers_shorter_than_length_normalised_dpo_when_chosen
     picked = np.random.default_rng(100 + i).choice(len(pairs), 16, replace=False)
     chosen = _rows([(pairs[j][0], pairs[j][1]) for j in picked])
     rejected = _rows([(pairs[j][0], pairs[j][2]) for j in picked])
-    return {**{f"chosen_{k}": v for k, v in chosen.items()},
-            **{f"rejected_{k}": v for k, v in rejected.items()}}
+    return {
+        **{f"chosen_{k}": v for k, v in chosen.items()},
+        **{f"rejected_{k}": v for k, v in rejected.items()},
+    }
 
   before = _greedy_length(student, train_prompts)
   graphdef, state = nnx.split(student)
@@ -95,8 +117,9 @@ def test_plain_dpo_leaves_answers_shorter_than_length_normalised_dpo_when_chosen
   for variant in ("sigmoid", "length_normalised"):
     policy = nnx.merge(graphdef, jax.tree.map(jnp.copy, state))
     loss = DPOLoss(objective=DPOObjective(kind=variant, beta=0.1), online_reference=True, chunk=16)
-    policy, sums, counts = _fit(policy, loss, pair_batch, 40, 1e-3, mesh,
-                                frozen={"reference": student})
+    policy, sums, counts = _fit(
+        policy, loss, pair_batch, 40, 1e-3, mesh, frozen={"reference": student}
+    )
     assert float(sums["reward_accuracy"] / counts["pairs"]) > 0.9
     lengths[variant] = (_greedy_length(policy, train_prompts), _greedy_length(policy, held_out))
   print(f"greedy length before DPO {before:.2f}; after (training prompts, held-out): {lengths}")

@@ -1,5 +1,6 @@
 """Each preference loss equals a float64 NumPy reference of its published formula, gradients
 (with respect to the policy's log-probabilities) included."""
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -23,9 +24,14 @@ def pairs():
   n_w = rng.integers(1, 40, B).astype(np.float64)
   n_l = rng.integers(1, 40, B).astype(np.float64)
   # Summed log-probs scale with length; a wide spread reaches both tails of log sigma.
-  return dict(pc=-n_w * rng.uniform(0.2, 3.0, B), pr=-n_l * rng.uniform(0.2, 3.0, B),
-              rc=-n_w * rng.uniform(0.2, 3.0, B), rr=-n_l * rng.uniform(0.2, 3.0, B),
-              nw=n_w, nl=n_l)
+  return dict(
+      pc=-n_w * rng.uniform(0.2, 3.0, B),
+      pr=-n_l * rng.uniform(0.2, 3.0, B),
+      rc=-n_w * rng.uniform(0.2, 3.0, B),
+      rr=-n_l * rng.uniform(0.2, 3.0, B),
+      nw=n_w,
+      nl=n_l,
+  )
 
 
 def _check(jax_fn, np_value_and_grads, p, rtol=2e-5):
@@ -56,8 +62,11 @@ def test_sigmoid_dpo_matches_rafailov_and_cdpo(pairs, beta, eps):
     value, dh = _np_smoothed(h, eps)
     return value, dh * beta, -dh * beta
 
-  _check(lambda pc, pr: D.sigmoid_dpo(pc, pr, p["rc"], p["rr"], beta=beta, label_smoothing=eps),
-         reference, p)
+  _check(
+      lambda pc, pr: D.sigmoid_dpo(pc, pr, p["rc"], p["rr"], beta=beta, label_smoothing=eps),
+      reference,
+      p,
+  )
 
 
 @pytest.mark.parametrize("tau", [0.1, 1.0])
@@ -81,8 +90,13 @@ def test_length_normalised_dpo_averages_per_response_token(pairs, beta, eps):
     value, dh = _np_smoothed(h, eps)
     return value, dh * beta / p["nw"], -dh * beta / p["nl"]
 
-  _check(lambda pc, pr: D.length_normalised_dpo(pc, pr, p["rc"], p["rr"], p["nw"], p["nl"],
-                                                beta=beta, label_smoothing=eps), reference, p)
+  _check(
+      lambda pc, pr: D.length_normalised_dpo(
+          pc, pr, p["rc"], p["rr"], p["nw"], p["nl"], beta=beta, label_smoothing=eps
+      ),
+      reference,
+      p,
+  )
 
 
 @pytest.mark.parametrize("beta,gamma", [(2.0, 0.5), (10.0, 1.6)])
@@ -115,8 +129,11 @@ def test_rpo_sft_term_is_the_chosen_nll_per_token_added_with_its_weight(pairs):
 def test_gradients_agree_with_float64_central_differences(pairs):
   """An independent check of the analytic gradients above, on the objective as training uses it."""
   p = pairs
-  for objective in (D.DPOObjective(kind="length_normalised", beta=0.3, label_smoothing=0.1),
-                    D.DPOObjective(kind="ipo", beta=0.5, sft_weight=0.2)):
+  for objective in (
+      D.DPOObjective(kind="length_normalised", beta=0.3, label_smoothing=0.1),
+      D.DPOObjective(kind="ipo", beta=0.5, sft_weight=0.2),
+  ):
+
     def np_loss(pc, pr, kind=objective.kind):
       if kind == "ipo":
         h = (pc - p["rc"]) - (pr - p["rr"])
@@ -125,17 +142,24 @@ def test_gradients_agree_with_float64_central_differences(pairs):
       return np.sum(_np_smoothed(h, 0.1)[0])
 
     step = 1e-6
-    want_pc = np.array([(np_loss(p["pc"] + step * e, p["pr"]) - np_loss(p["pc"] - step * e, p["pr"]))
-                        / (2 * step) for e in np.eye(len(p["pc"]))])
-    g_pc = jax.grad(lambda a: jnp.sum(objective(a, p["pr"], p["rc"], p["rr"], p["nw"], p["nl"])[0]))(
-        jnp.float32(p["pc"]))
+    want_pc = np.array(
+        [
+            (np_loss(p["pc"] + step * e, p["pr"]) - np_loss(p["pc"] - step * e, p["pr"]))
+            / (2 * step)
+            for e in np.eye(len(p["pc"]))
+        ]
+    )
+    g_pc = jax.grad(
+        lambda a: jnp.sum(objective(a, p["pr"], p["rc"], p["rr"], p["nw"], p["nl"])[0])
+    )(jnp.float32(p["pc"]))
     np.testing.assert_allclose(g_pc, want_pc, rtol=1e-4, atol=1e-5)
 
 
 def test_reward_metrics_per_pair(pairs):
   p, beta = pairs, 0.1
-  _, r_w, r_l = D.DPOObjective(kind="sigmoid", beta=beta)(p["pc"], p["pr"], p["rc"], p["rr"],
-                                                          p["nw"], p["nl"])
+  _, r_w, r_l = D.DPOObjective(kind="sigmoid", beta=beta)(
+      p["pc"], p["pr"], p["rc"], p["rr"], p["nw"], p["nl"]
+  )
   want_w, want_l = beta * (p["pc"] - p["rc"]), beta * (p["pr"] - p["rr"])
   m = D.reward_metrics(r_w, r_l)
   np.testing.assert_allclose(m["chosen_reward"], want_w, rtol=1e-5)
@@ -145,8 +169,16 @@ def test_reward_metrics_per_pair(pairs):
   assert 0 < float(m["reward_accuracy"].sum()) < len(r_w)  # both outcomes occur in the fixture
 
 
-@pytest.mark.parametrize("bad", [dict(kind="orpo"), dict(beta=0.0), dict(kind="ipo", label_smoothing=0.1),
-                                 dict(kind="sigmoid", gamma=1.0), dict(label_smoothing=0.5)])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        dict(kind="orpo"),
+        dict(beta=0.0),
+        dict(kind="ipo", label_smoothing=0.1),
+        dict(kind="sigmoid", gamma=1.0),
+        dict(label_smoothing=0.5),
+    ],
+)
 def test_bad_settings_are_refused_with_a_reason(bad):
   with pytest.raises(ValueError, match="DPO|IPO|gamma"):
     D.DPOObjective(**bad)

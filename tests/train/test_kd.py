@@ -1,6 +1,7 @@
 """Logit distillation and hidden-state fusion in the train step: the objective equals its
 float64 NumPy reference, its fused chunked gradient equals the full-logit one, offline top-k
 equals online top-k, and neither accumulation nor the mesh changes it."""
+
 import dataclasses
 
 import jax
@@ -26,9 +27,16 @@ from synthetic import SyntheticBatches, batches_for, tiny_train_config
 STUDENT = ModelConfig.tiny()  # vocab 512, 2 layers, width 64, float32
 # A wider, deeper teacher with 128 padding rows more than the student (like Qwen2.5 7B vs 1.5B),
 # initialised large enough that its distributions are peaked rather than near uniform.
-TEACHER = ModelConfig.tiny(vocab_size=640, hidden_size=96, num_heads=6, num_kv_heads=2,
-                           head_dim=16, intermediate_size=192, num_layers=4,
-                           initializer_range=0.1)
+TEACHER = ModelConfig.tiny(
+    vocab_size=640,
+    hidden_size=96,
+    num_heads=6,
+    num_kv_heads=2,
+    head_dim=16,
+    intermediate_size=192,
+    num_layers=4,
+    initializer_range=0.1,
+)
 
 
 def _one_device():
@@ -64,8 +72,9 @@ def test_online_objective_equals_the_float64_formula(models, batch):
   objective, sums, counts = apply_loss(loss, student, batch, frozen={"teacher": teacher})
 
   s = np.asarray(student(batch["input_ids"], batch["positions"], batch["segment_ids"]), np.float64)
-  t = np.asarray(teacher(batch["input_ids"], batch["positions"], batch["segment_ids"]),
-                 np.float64)[..., :STUDENT.vocab_size]  # the shared columns
+  t = np.asarray(teacher(batch["input_ids"], batch["positions"], batch["segment_ids"]), np.float64)[
+      ..., : STUDENT.vocab_size
+  ]  # the shared columns
   m = np.asarray(batch["loss_mask"], np.float64)
   y = np.asarray(batch["target_ids"])
   ce = -np.take_along_axis(_f64_log_softmax(s), y[..., None], -1)[..., 0]
@@ -83,7 +92,7 @@ def _naive_kd(student, teacher, batch, alpha, T):
   """The same objective through full [B, L, V] float32 logits: the gradient reference."""
   args = (batch["input_ids"], batch["positions"], batch["segment_ids"])
   s = student(*args).astype(jnp.float32)
-  t = jax.lax.stop_gradient(teacher(*args).astype(jnp.float32))[..., :s.shape[-1]]
+  t = jax.lax.stop_gradient(teacher(*args).astype(jnp.float32))[..., : s.shape[-1]]
   m = batch["loss_mask"]
   logq = jax.nn.log_softmax(s, -1)
   ce = -jnp.take_along_axis(logq, batch["target_ids"][..., None], -1)[..., 0]
@@ -95,10 +104,14 @@ def test_chunked_gradient_equals_the_full_logit_gradient(models, batch):
   student, teacher = models
   graphdef, params = nnx.split(student)
   loss = KDLoss(alpha=0.5, temperature=2.0, chunk=16)
-  chunked = jax.jit(jax.grad(lambda p: apply_loss(loss, nnx.merge(graphdef, p), batch,
-                                                  frozen={"teacher": teacher})[0]))(params)
-  naive = jax.jit(jax.grad(lambda p: _naive_kd(nnx.merge(graphdef, p), teacher, batch, 0.5,
-                                               2.0)))(params)
+  chunked = jax.jit(
+      jax.grad(
+          lambda p: apply_loss(loss, nnx.merge(graphdef, p), batch, frozen={"teacher": teacher})[0]
+      )
+  )(params)
+  naive = jax.jit(jax.grad(lambda p: _naive_kd(nnx.merge(graphdef, p), teacher, batch, 0.5, 2.0)))(
+      params
+  )
   for a, b in zip(jax.tree.leaves(chunked), jax.tree.leaves(naive)):
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-7)
 
@@ -106,16 +119,19 @@ def test_chunked_gradient_equals_the_full_logit_gradient(models, batch):
 def _offline_fields(teacher, batch, k):
   """The store's view: float64 top-k of the teacher over the shared columns, zeros where the
   loss mask is 0 (as the join writes them)."""
-  t = np.asarray(teacher(batch["input_ids"], batch["positions"], batch["segment_ids"]),
-                 np.float64)[..., :STUDENT.vocab_size]
+  t = np.asarray(teacher(batch["input_ids"], batch["positions"], batch["segment_ids"]), np.float64)[
+      ..., : STUDENT.vocab_size
+  ]
   logp = _f64_log_softmax(t)
   ids = np.argsort(-t, axis=-1)[..., :k]
   top = np.take_along_axis(logp, ids, -1)
   tail = np.log1p(-np.exp(top).sum(-1))
   m = np.asarray(batch["loss_mask"]) > 0
-  return {"topk_ids": jnp.asarray(np.where(m[..., None], ids, 0), jnp.int32),
-          "topk_logprobs": jnp.asarray(np.where(m[..., None], top, 0), jnp.float32),
-          "topk_tail": jnp.asarray(np.where(m, tail, 0), jnp.float32)}
+  return {
+      "topk_ids": jnp.asarray(np.where(m[..., None], ids, 0), jnp.int32),
+      "topk_logprobs": jnp.asarray(np.where(m[..., None], top, 0), jnp.float32),
+      "topk_tail": jnp.asarray(np.where(m, tail, 0), jnp.float32),
+  }
 
 
 @pytest.mark.parametrize("tail", list(dv.TailTreatment))
@@ -148,9 +164,15 @@ def _eqns(jaxpr):
 
 def test_online_kd_never_holds_full_logits_and_keeps_three_student_head_matmuls():
   B, L, D, E, V = 2, 1024, 64, 96, 32768
-  chunk_fn = _KDChunk(source=Source.ONLINE, divergence=dv.Divergence.FORWARD_KL,
-                      tail=dv.TailTreatment.IGNORE, beta=0.5, columns=V, online_top_k=0,
-                      temperature=1.0)
+  chunk_fn = _KDChunk(
+      source=Source.ONLINE,
+      divergence=dv.Divergence.FORWARD_KL,
+      tail=dv.TailTreatment.IGNORE,
+      beta=0.5,
+      columns=V,
+      online_top_k=0,
+      temperature=1.0,
+  )
   h = jax.ShapeDtypeStruct((B, L, D), jnp.bfloat16)
   w = jax.ShapeDtypeStruct((D, V), jnp.bfloat16)
   th = jax.ShapeDtypeStruct((B, L, E), jnp.bfloat16)
@@ -166,53 +188,76 @@ def test_online_kd_never_holds_full_logits_and_keeps_three_student_head_matmuls(
   grad = jax.grad(kd, argnums=(0, 1))
   temp = jax.jit(grad).lower(h, w, th, tw, t, m).compile().memory_analysis().temp_size_in_bytes
   logits_bytes = B * L * V * 4
-  print(f"online KD loss+grad temporaries {temp / 2**20:.0f} MiB; one model's full float32 "
-        f"logits {logits_bytes / 2**20:.0f} MiB")
+  print(
+      f"online KD loss+grad temporaries {temp / 2**20:.0f} MiB; one model's full float32 "
+      f"logits {logits_bytes / 2**20:.0f} MiB"
+  )
   assert temp < logits_bytes / 2  # both models' full logits would be 4x this bound
-  dots = [e for e in _eqns(jax.make_jaxpr(grad)(h, w, th, tw, t, m).jaxpr)
-          if e.primitive.name == "dot_general"
-          and any(V in v.aval.shape for v in (*e.invars, e.outvars[0]))]
+  dots = [
+      e
+      for e in _eqns(jax.make_jaxpr(grad)(h, w, th, tw, t, m).jaxpr)
+      if e.primitive.name == "dot_general"
+      and any(V in v.aval.shape for v in (*e.invars, e.outvars[0]))
+  ]
   student_dots = [e for e in dots if not any(v.aval.shape[-1] == E for v in e.invars)]
   assert len(dots) == 4 and len(student_dots) == 3  # + the teacher's logits, forward only
   assert all(v.aval.dtype == jnp.bfloat16 for e in dots for v in e.invars)
 
 
 def _kd_config(teacher_dir, **kw):
-  loss = KDLoss(alpha=0.5, temperature=1.0, fusion_weight=0.5, fusion_enter_fraction=0.5,
-                total_steps=6, chunk=16)
-  return tiny_train_config(frozen={"teacher": FrozenModelConfig(path=teacher_dir)},
-                           checkpoint=CheckpointConfig(every_steps=1000, keep=1,
-                                                       async_save=True), **kw), loss
+  loss = KDLoss(
+      alpha=0.5,
+      temperature=1.0,
+      fusion_weight=0.5,
+      fusion_enter_fraction=0.5,
+      total_steps=6,
+      chunk=16,
+  )
+  return (
+      tiny_train_config(
+          frozen={"teacher": FrozenModelConfig(path=teacher_dir)},
+          checkpoint=CheckpointConfig(every_steps=1000, keep=1, async_save=True),
+          **kw,
+      ),
+      loss,
+  )
 
 
 def _metrics(workdir):
   import json
+
   return [json.loads(line) for line in open(f"{workdir}/metrics.jsonl")]
 
 
-def test_accumulation_and_meshes_follow_the_single_device_kd_and_fusion_curve(tmp_path,
-                                                                               teacher_dir):
+def test_accumulation_and_meshes_follow_the_single_device_kd_and_fusion_curve(
+    tmp_path, teacher_dir
+):
   cfg, loss = _kd_config(teacher_dir)
-  ref = train(cfg, str(tmp_path / "one"), batches_for(cfg), loss=loss, mesh=_one_device(),
-              progress=False)
+  ref = train(
+      cfg, str(tmp_path / "one"), batches_for(cfg), loss=loss, mesh=_one_device(), progress=False
+  )
   reference = _metrics(tmp_path / "one")
   assert {"kd", "ce", "fusion", "layer_tokens"} <= set(reference[0])
   assert all(np.isfinite(r["kd"]) and r["fusion"] > 0 for r in reference)
   assert ref.state.extra is not None  # the projections are trained state
-  runs = {"accum2": (dataclasses.replace(cfg, grad_accum=2), _one_device()),
-          "2x2x2": (cfg, make_mesh(MeshConfig(data=2, fsdp=2, tensor=2)))}
+  runs = {
+      "accum2": (dataclasses.replace(cfg, grad_accum=2), _one_device()),
+      "2x2x2": (cfg, make_mesh(MeshConfig(data=2, fsdp=2, tensor=2))),
+  }
   for name, (run_cfg, mesh) in runs.items():
-    train(run_cfg, str(tmp_path / name), batches_for(run_cfg), loss=loss, mesh=mesh,
-          progress=False)
+    train(run_cfg, str(tmp_path / name), batches_for(run_cfg), loss=loss, mesh=mesh, progress=False)
     got = _metrics(tmp_path / name)
     for key in ("loss", "kd", "ce", "fusion"):
-      np.testing.assert_allclose([r[key] for r in got], [r[key] for r in reference],
-                                 rtol=2e-5, err_msg=f"{name}: {key}")
+      np.testing.assert_allclose(
+          [r[key] for r in got], [r[key] for r in reference], rtol=2e-5, err_msg=f"{name}: {key}"
+      )
 
 
 def test_fusion_enters_from_the_top_layer_down():
-  w = [np.asarray(sched.fusion_layer_weights(4, s, 100, sched.Ramp.LINEAR, 1.0,
-                                             enter_fraction=0.5)) for s in (0, 13, 30, 60)]
+  w = [
+      np.asarray(sched.fusion_layer_weights(4, s, 100, sched.Ramp.LINEAR, 1.0, enter_fraction=0.5))
+      for s in (0, 13, 30, 60)
+  ]
   assert w[0][-1] == 0 and w[1][-1] > 0 and w[1][0] == 0  # the top pair first
   assert (w[3] == 1).all()
 
@@ -234,9 +279,13 @@ class _Rows:
     B, L = ids.shape
     target = np.concatenate([ids[:, 1:], np.zeros((B, 1), np.int32)], axis=1)
     loss_mask = np.concatenate([mask[:, 1:], np.zeros((B, 1), np.float32)], axis=1)
-    return dict(input_ids=ids, target_ids=target, loss_mask=loss_mask,
-                segment_ids=np.ones((B, L), np.int32),
-                positions=np.tile(np.arange(L, dtype=np.int32), (B, 1)))
+    return dict(
+        input_ids=ids,
+        target_ids=target,
+        loss_mask=loss_mask,
+        segment_ids=np.ones((B, L), np.int32),
+        positions=np.tile(np.arange(L, dtype=np.int32), (B, 1)),
+    )
 
   def get_state(self):
     return {"index": self.index}
@@ -266,31 +315,42 @@ def test_distillation_beats_sft_on_the_teachers_greedy_outputs_at_equal_steps(tm
   teacher_dir = checkpoints.save_model(teacher, str(tmp_path / "teacher"))
   rng = np.random.default_rng(0)
   prompt_len, new = 8, 24
+
   def sequences(n):
     return _greedy(teacher, rng.integers(0, STUDENT.vocab_size, (n, prompt_len), np.int32), new)
+
   train_ids, held_out = sequences(64), sequences(32)
   mask = np.zeros(train_ids.shape, np.float32)
   mask[:, prompt_len:] = 1  # the continuation is the "response"
 
   steps = 40
-  base = tiny_train_config(steps=steps, data=dataclasses.replace(
-      tiny_train_config().data, seq_len=prompt_len + new, batch_size=8),
-      checkpoint=CheckpointConfig(every_steps=1000, keep=1, async_save=False))
-  sft = train(base, str(tmp_path / "sft"), _Rows(train_ids, mask, 8), mesh=mesh,
-              progress=False)
+  base = tiny_train_config(
+      steps=steps,
+      data=dataclasses.replace(tiny_train_config().data, seq_len=prompt_len + new, batch_size=8),
+      checkpoint=CheckpointConfig(every_steps=1000, keep=1, async_save=False),
+  )
+  sft = train(base, str(tmp_path / "sft"), _Rows(train_ids, mask, 8), mesh=mesh, progress=False)
   kd_cfg = dataclasses.replace(base, frozen={"teacher": FrozenModelConfig(path=teacher_dir)})
-  kd = train(kd_cfg, str(tmp_path / "kd"), _Rows(train_ids, mask, 8), mesh=mesh,
-             loss=KDLoss(alpha=0.5, total_steps=steps, chunk=16), progress=False)
+  kd = train(
+      kd_cfg,
+      str(tmp_path / "kd"),
+      _Rows(train_ids, mask, 8),
+      mesh=mesh,
+      loss=KDLoss(alpha=0.5, total_steps=steps, chunk=16),
+      progress=False,
+  )
 
   def held_out_kl(params):
     student = nnx.merge(sft.graphdef, params)
-    s = np.asarray(student(jnp.asarray(held_out)), np.float64)[:, prompt_len - 1:-1]
-    t = np.asarray(teacher(jnp.asarray(held_out)), np.float64)[:, prompt_len - 1:-1]
+    s = np.asarray(student(jnp.asarray(held_out)), np.float64)[:, prompt_len - 1 : -1]
+    t = np.asarray(teacher(jnp.asarray(held_out)), np.float64)[:, prompt_len - 1 : -1]
     logp, logq = _f64_log_softmax(t), _f64_log_softmax(s)
     return float((np.exp(logp) * (logp - logq)).sum(-1).mean())
 
   start = held_out_kl(nnx.state(create_model(STUDENT, mesh, seed=0)))
   kl_sft, kl_kd = held_out_kl(sft.state.params), held_out_kl(kd.state.params)
-  print(f"held-out KL(teacher || student) after {steps} steps: start {start:.3f}, "
-        f"SFT on greedy outputs {kl_sft:.3f}, KD {kl_kd:.3f}")
+  print(
+      f"held-out KL(teacher || student) after {steps} steps: start {start:.3f}, "
+      f"SFT on greedy outputs {kl_sft:.3f}, KD {kl_kd:.3f}"
+  )
   assert kl_kd < kl_sft and kl_kd < start

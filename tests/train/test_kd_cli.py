@@ -1,6 +1,7 @@
 """Done-means of distillation on the command line: `distil-jax train` with the fusion config
 distils a tiny student from a teacher with another vocabulary size, resumes bit-exactly after
 kill -9, refuses a teacher with another tokenizer, and exports a plain Qwen2.5 checkpoint."""
+
 import json
 import os
 import signal
@@ -14,22 +15,39 @@ import pytest
 from distil_jax import cli
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-TEACHER = dict(hidden_size=96, intermediate_size=192, num_hidden_layers=4,
-               num_attention_heads=6, num_key_value_heads=2, max_position_embeddings=512)
+TEACHER = dict(
+    hidden_size=96,
+    intermediate_size=192,
+    num_hidden_layers=4,
+    num_attention_heads=6,
+    num_key_value_heads=2,
+    max_position_embeddings=512,
+)
 
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
   from distil_jax.testing.hf_models import make_hf_checkpoint
   from distil_jax.tokenizer import load_tokenizer
+
   root = tmp_path_factory.mktemp("kdcli")
   with open(root / "chat.jsonl", "w") as f:
     for i in range(24):
-      f.write(json.dumps({"messages": [
-          {"role": "user", "content": f"Count from {i} to {i + 5}."},
-          {"role": "assistant", "content": " ".join(str(j) for j in range(i, i + 6))}]}) + "\n")
-  assert cli.main(["prepare", "--input", str(root / "chat.jsonl"),
-                   "--output", str(root / "data")]) == 0
+      f.write(
+          json.dumps(
+              {
+                  "messages": [
+                      {"role": "user", "content": f"Count from {i} to {i + 5}."},
+                      {"role": "assistant", "content": " ".join(str(j) for j in range(i, i + 6))},
+                  ]
+              }
+          )
+          + "\n"
+      )
+  assert (
+      cli.main(["prepare", "--input", str(root / "chat.jsonl"), "--output", str(root / "data")])
+      == 0
+  )
   tokenizer = load_tokenizer()
   teacher = str(root / "teacher")  # 152,064 rows like Qwen2.5-7B; the student has 151,936
   make_hf_checkpoint(teacher, seed=5, vocab_size=152064, tie_word_embeddings=False, **TEACHER)
@@ -38,16 +56,29 @@ def setup(tmp_path_factory):
 
 
 def _args(root, teacher, workdir, steps):
-  return ["train", "--config", "configs/fusion/tiny.py", "--workdir", str(workdir),
-          f"--config.data.path={root / 'data'}", f"--config.frozen.teacher.path={teacher}",
-          "--config.data.seq_len=64", "--config.data.batch_size=8", f"--config.steps={steps}",
-          "--config.checkpoint.every_steps=1", "--config.optim.warmup_steps=1",
-          "--config.log_every=1", "--config.loss.fusion_enter_fraction=0.25", "--no_progress"]
+  return [
+      "train",
+      "--config",
+      "configs/fusion/tiny.py",
+      "--workdir",
+      str(workdir),
+      f"--config.data.path={root / 'data'}",
+      f"--config.frozen.teacher.path={teacher}",
+      "--config.data.seq_len=64",
+      "--config.data.batch_size=8",
+      f"--config.steps={steps}",
+      "--config.checkpoint.every_steps=1",
+      "--config.optim.warmup_steps=1",
+      "--config.log_every=1",
+      "--config.loss.fusion_enter_fraction=0.25",
+      "--no_progress",
+  ]
 
 
 def _params(workdir):
   from flax import nnx
   from distil_jax.loading import open_model
+
   return [np.asarray(x) for x in __import__("jax").tree.leaves(nnx.state(open_model(str(workdir))))]
 
 
@@ -63,13 +94,21 @@ def test_fusion_run_resumes_bit_exactly_after_kill_9_and_exports_plain_qwen2(set
   # kill -9 as soon as step 2 is on disk, then run the same command again.
   killed = tmp_path / "killed"
   import jax
-  env = dict(os.environ, PYTHONPATH=ROOT,  # compiled programs come from this session's cache
-             JAX_COMPILATION_CACHE_DIR=jax.config.jax_compilation_cache_dir,
-             JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
-             JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0")
-  proc = subprocess.Popen([sys.executable, "-m", "distil_jax.cli",
-                           *_args(root, teacher, killed, 4)], cwd=ROOT, env=env,
-                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+  env = dict(
+      os.environ,
+      PYTHONPATH=ROOT,  # compiled programs come from this session's cache
+      JAX_COMPILATION_CACHE_DIR=jax.config.jax_compilation_cache_dir,
+      JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
+      JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0",
+  )
+  proc = subprocess.Popen(
+      [sys.executable, "-m", "distil_jax.cli", *_args(root, teacher, killed, 4)],
+      cwd=ROOT,
+      env=env,
+      stdout=subprocess.DEVNULL,
+      stderr=subprocess.DEVNULL,
+  )
   deadline = time.time() + 300
   try:
     while time.time() < deadline and proc.poll() is None:
@@ -89,6 +128,7 @@ def test_fusion_run_resumes_bit_exactly_after_kill_9_and_exports_plain_qwen2(set
   out = tmp_path / "hf"
   assert cli.main(["export", "--checkpoint", str(straight), "--output", str(out)]) == 0
   from safetensors import safe_open
+
   names = []
   for shard in out.glob("*.safetensors"):
     with safe_open(str(shard), "np") as f:
@@ -99,6 +139,7 @@ def test_fusion_run_resumes_bit_exactly_after_kill_9_and_exports_plain_qwen2(set
   import jax.numpy as jnp
   from distil_jax.loading import open_model
   from distil_jax.testing.hf_models import hf_logits
+
   ids = np.array([[9707, 1879, 11, 220, 16, 17]], np.int32)
   ours = np.asarray(open_model(str(straight), dtype=jnp.float32)(jnp.asarray(ids)))
   np.testing.assert_allclose(hf_logits(str(out), ids), ours, atol=2e-5, rtol=1e-4)
@@ -107,6 +148,7 @@ def test_fusion_run_resumes_bit_exactly_after_kill_9_and_exports_plain_qwen2(set
 def test_a_teacher_with_another_tokenizer_is_refused_naming_both(setup, tmp_path, capsys):
   root, teacher = setup
   import shutil
+
   other = tmp_path / "other_teacher"
   shutil.copytree(teacher, other)
   cfg = json.loads((other / "tokenizer_config.json").read_text())

@@ -1,11 +1,17 @@
 """Distillation schedules: alpha / T ramps, the top-down fusion layer weights, the layer map."""
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from distil_jax.train.kd_schedules import (Ramp, fusion_layer_entry_fractions,
-                                           fusion_layer_weights, ramp, uniform_layer_map)
+from distil_jax.train.kd_schedules import (
+    Ramp,
+    fusion_layer_entry_fractions,
+    fusion_layer_weights,
+    ramp,
+    uniform_layer_map,
+)
 
 
 @pytest.mark.parametrize("start,end", [(0.0, 1.0), (2.0, 0.5)])

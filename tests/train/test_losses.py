@@ -1,4 +1,5 @@
 """The chunked cross-entropy: same loss and gradients as the naive one, a fraction of the memory."""
+
 import jax
 import jax.extend
 import jax.numpy as jnp
@@ -7,8 +8,12 @@ from flax import nnx
 
 from distil_jax.model import ModelConfig, create_model
 from distil_jax.sharding import MeshConfig, make_mesh
-from distil_jax.train.losses import (NaiveSFTLoss, SFTLoss, chunked_cross_entropy,
-                                     naive_cross_entropy)
+from distil_jax.train.losses import (
+    NaiveSFTLoss,
+    SFTLoss,
+    chunked_cross_entropy,
+    naive_cross_entropy,
+)
 from distil_jax.train.objective import apply_loss
 from synthetic import SyntheticBatches
 
@@ -64,8 +69,10 @@ def test_chunked_loss_never_holds_the_full_float32_logits():
 
   logits_bytes = B * L * V * 4
   naive_b, chunked_b = temp_bytes(naive), temp_bytes(chunked)
-  print(f"loss+grad temporaries: naive {naive_b / 2**20:.0f} MiB, "
-        f"chunked {chunked_b / 2**20:.0f} MiB (full logits {logits_bytes / 2**20:.0f} MiB)")
+  print(
+      f"loss+grad temporaries: naive {naive_b / 2**20:.0f} MiB, "
+      f"chunked {chunked_b / 2**20:.0f} MiB (full logits {logits_bytes / 2**20:.0f} MiB)"
+  )
   assert naive_b >= logits_bytes
   assert chunked_b < logits_bytes / 4
 
@@ -80,9 +87,12 @@ def _eqns(jaxpr):
 
 def _dots_over(jaxpr, size):
   """The operand dtypes of every dot_general with a `size` dim."""
-  return [[v.aval.dtype for v in e.invars] for e in _eqns(jaxpr)
-          if e.primitive.name == "dot_general"
-          and any(size in v.aval.shape for v in (*e.invars, e.outvars[0]))]
+  return [
+      [v.aval.dtype for v in e.invars]
+      for e in _eqns(jaxpr)
+      if e.primitive.name == "dot_general"
+      and any(size in v.aval.shape for v in (*e.invars, e.outvars[0]))
+  ]
 
 
 def test_lm_head_gradient_is_three_compute_dtype_matmuls_and_matches_float32():
@@ -123,8 +133,9 @@ def test_a_batch_without_segment_ids_is_one_document_a_row():
   one_doc = dict(batch, segment_ids=jnp.ones((2, 32), jnp.int32))
   unpacked = {k: v for k, v in batch.items() if k != "segment_ids"}
   loss = SFTLoss(chunk=16)
-  np.testing.assert_allclose(apply_loss(loss, model, unpacked)[0],
-                             apply_loss(loss, model, one_doc)[0], rtol=1e-6)
+  np.testing.assert_allclose(
+      apply_loss(loss, model, unpacked)[0], apply_loss(loss, model, one_doc)[0], rtol=1e-6
+  )
 
 
 def test_bfloat16_logits_write_half_the_bytes_and_keep_the_loss():
@@ -141,9 +152,11 @@ def test_bfloat16_logits_write_half_the_bytes_and_keep_the_loss():
 
   for dtype in (jnp.float32, jnp.bfloat16):
     jaxpr = jax.make_jaxpr(jax.grad(loss, argnums=(0, 1)), static_argnums=2)(h, w, dtype).jaxpr
-    outputs = [e.outvars[0].aval.dtype for e in _eqns(jaxpr)
-               if e.primitive.name == "dot_general" and e.outvars[0].aval.shape == (B, 32, V)]
+    outputs = [
+        e.outvars[0].aval.dtype
+        for e in _eqns(jaxpr)
+        if e.primitive.name == "dot_general" and e.outvars[0].aval.shape == (B, 32, V)
+    ]
     assert outputs == [jnp.dtype(dtype)]  # the one logits matmul, in the asked dtype
   exact, approx = loss(h, w, jnp.float32), loss(h, w, jnp.bfloat16)
   np.testing.assert_allclose(approx, exact, rtol=2e-3)
-

@@ -1,5 +1,6 @@
 """Two JAX processes on localhost (gloo collectives, 2 CPU devices each) train, save, resume:
 the same code path as a GPU cluster or a TPU pod."""
+
 import json
 import os
 import signal
@@ -22,12 +23,30 @@ HERE = os.path.dirname(__file__)
 
 def _run_two_processes(workdir, steps):
   port = portpicker.pick_unused_port()
-  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2",
-             JAX_PLATFORMS="cpu", JAX_COMPILATION_CACHE_DIR=jax.config.jax_compilation_cache_dir)
-  procs = [subprocess.Popen(
-      [sys.executable, os.path.join(HERE, "worker.py"), str(workdir), str(steps), str(i), "2",
-       str(port)], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-      for i in range(2)]
+  env = dict(
+      os.environ,
+      XLA_FLAGS="--xla_force_host_platform_device_count=2",
+      JAX_PLATFORMS="cpu",
+      JAX_COMPILATION_CACHE_DIR=jax.config.jax_compilation_cache_dir,
+  )
+  procs = [
+      subprocess.Popen(
+          [
+              sys.executable,
+              os.path.join(HERE, "worker.py"),
+              str(workdir),
+              str(steps),
+              str(i),
+              "2",
+              str(port),
+          ],
+          env=env,
+          stdout=subprocess.PIPE,
+          stderr=subprocess.PIPE,
+          text=True,
+      )
+      for i in range(2)
+  ]
   outs = []
   for p in procs:
     try:
@@ -44,9 +63,16 @@ class _GlobalBatches:
   """Both processes' shares side by side: what one process with 4 devices would see."""
 
   def __init__(self, cfg):
-    self.parts = [SyntheticBatches(batch_size=cfg.data.batch_size, seq_len=cfg.data.seq_len,
-                                   vocab_size=cfg.model.vocab_size, process_index=i,
-                                   process_count=2) for i in range(2)]
+    self.parts = [
+        SyntheticBatches(
+            batch_size=cfg.data.batch_size,
+            seq_len=cfg.data.seq_len,
+            vocab_size=cfg.model.vocab_size,
+            process_index=i,
+            process_count=2,
+        )
+        for i in range(2)
+    ]
 
   def __iter__(self):
     return self
@@ -69,10 +95,16 @@ def test_two_processes_train_checkpoint_and_resume(tmp_path):
   assert os.path.isdir(tmp_path / "mp" / "checkpoints" / "3")
   assert first[0]["checksum"] == first[1]["checksum"]  # one model, not two
 
-  cfg = tiny_train_config(steps=3, checkpoint=CheckpointConfig(every_steps=100, keep=1,
-                                                               async_save=True))
-  one = train(cfg, str(tmp_path / "single"), _GlobalBatches(cfg),
-              mesh=make_mesh(MeshConfig(data=4), jax.devices()[:4]), progress=False)
+  cfg = tiny_train_config(
+      steps=3, checkpoint=CheckpointConfig(every_steps=100, keep=1, async_save=True)
+  )
+  one = train(
+      cfg,
+      str(tmp_path / "single"),
+      _GlobalBatches(cfg),
+      mesh=make_mesh(MeshConfig(data=4), jax.devices()[:4]),
+      progress=False,
+  )
   np.testing.assert_allclose(first[0]["loss"], one.last_metrics["loss"], rtol=1e-5)
 
   resumed = _run_two_processes(tmp_path / "mp", steps=5)
@@ -86,12 +118,30 @@ def test_sigterm_to_one_process_stops_both_at_the_same_step_after_saving(tmp_pat
   same step and exit 0, and the run resumes from it."""
   workdir = tmp_path / "preempt"
   port = portpicker.pick_unused_port()
-  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2",
-             JAX_PLATFORMS="cpu", JAX_COMPILATION_CACHE_DIR=jax.config.jax_compilation_cache_dir)
-  procs = [subprocess.Popen(
-      [sys.executable, os.path.join(HERE, "worker.py"), str(workdir), "100000", str(i), "2",
-       str(port)], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-      for i in range(2)]
+  env = dict(
+      os.environ,
+      XLA_FLAGS="--xla_force_host_platform_device_count=2",
+      JAX_PLATFORMS="cpu",
+      JAX_COMPILATION_CACHE_DIR=jax.config.jax_compilation_cache_dir,
+  )
+  procs = [
+      subprocess.Popen(
+          [
+              sys.executable,
+              os.path.join(HERE, "worker.py"),
+              str(workdir),
+              "100000",
+              str(i),
+              "2",
+              str(port),
+          ],
+          env=env,
+          stdout=subprocess.PIPE,
+          stderr=subprocess.PIPE,
+          text=True,
+      )
+      for i in range(2)
+  ]
   try:
     metrics = workdir / "metrics.jsonl"
     deadline = time.time() + 240
@@ -121,13 +171,32 @@ def test_a_failure_on_one_process_stops_every_process_naming_it(tmp_path):
   saying which process failed and why; the checkpoint saved before the failure resumes."""
   workdir = tmp_path / "fail"
   port = portpicker.pick_unused_port()
-  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2",
-             JAX_PLATFORMS="cpu", JAX_COMPILATION_CACHE_DIR=jax.config.jax_compilation_cache_dir,
-             CHECKPOINT_EVERY="2", FAIL_AT="1:6")
-  procs = [subprocess.Popen(
-      [sys.executable, os.path.join(HERE, "worker.py"), str(workdir), "20", str(i), "2",
-       str(port)], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-      for i in range(2)]
+  env = dict(
+      os.environ,
+      XLA_FLAGS="--xla_force_host_platform_device_count=2",
+      JAX_PLATFORMS="cpu",
+      JAX_COMPILATION_CACHE_DIR=jax.config.jax_compilation_cache_dir,
+      CHECKPOINT_EVERY="2",
+      FAIL_AT="1:6",
+  )
+  procs = [
+      subprocess.Popen(
+          [
+              sys.executable,
+              os.path.join(HERE, "worker.py"),
+              str(workdir),
+              "20",
+              str(i),
+              "2",
+              str(port),
+          ],
+          env=env,
+          stdout=subprocess.PIPE,
+          stderr=subprocess.PIPE,
+          text=True,
+      )
+      for i in range(2)
+  ]
   errs = []
   try:
     for p in procs:
@@ -147,6 +216,7 @@ def test_a_failure_on_one_process_stops_every_process_naming_it(tmp_path):
 
 def test_fail_fast_with_one_process_lets_the_exception_through():
   from distil_jax.multihost import fail_fast
+
   with pytest.raises(ValueError, match="bad shard"):
     with fail_fast():
       raise ValueError("bad shard")

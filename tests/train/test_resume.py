@@ -1,4 +1,5 @@
 """Checkpoints: exact resume after a stop signal, restore onto another mesh, kill -9 mid-save."""
+
 import json
 import os
 import shutil
@@ -44,8 +45,9 @@ class _RecordingBatches:
 
 
 def test_stop_signal_then_resume_is_bit_identical_to_an_uninterrupted_run(tmp_path):
-  cfg = tiny_train_config(steps=6, checkpoint=CheckpointConfig(every_steps=100, keep=2,
-                                                               async_save=True))
+  cfg = tiny_train_config(
+      steps=6, checkpoint=CheckpointConfig(every_steps=100, keep=2, async_save=True)
+  )
   straight = _RecordingBatches(batches_for(cfg))
   full = train(cfg, str(tmp_path / "straight"), straight, progress=False)
 
@@ -62,10 +64,12 @@ def test_stop_signal_then_resume_is_bit_identical_to_an_uninterrupted_run(tmp_pa
 
 
 def test_restore_onto_a_different_mesh(tmp_path):
-  cfg = tiny_train_config(steps=2, checkpoint=CheckpointConfig(every_steps=2, keep=1,
-                                                               async_save=False))
-  saved = train(cfg, str(tmp_path), batches_for(cfg), mesh=make_mesh(MeshConfig(data=8)),
-                progress=False)
+  cfg = tiny_train_config(
+      steps=2, checkpoint=CheckpointConfig(every_steps=2, keep=1, async_save=False)
+  )
+  saved = train(
+      cfg, str(tmp_path), batches_for(cfg), mesh=make_mesh(MeshConfig(data=8)), progress=False
+  )
   other = make_mesh(MeshConfig(data=2, fsdp=2, tensor=2))
   tx, _ = make_optimizer(cfg.optim, cfg.steps)
   with use_mesh(other, cfg.rules):
@@ -75,18 +79,27 @@ def test_restore_onto_a_different_mesh(tmp_path):
     restored = ckpt.restore(2, target, batches)
     ckpt.close()
   assert batches.index == 2
-  for got, want, spec in zip(jax.tree.leaves(restored), jax.tree.leaves(saved.state),
-                             jax.tree.leaves(target)):
+  for got, want, spec in zip(
+      jax.tree.leaves(restored), jax.tree.leaves(saved.state), jax.tree.leaves(target)
+  ):
     assert got.sharding == spec.sharding
     np.testing.assert_array_equal(np.asarray(got), np.asarray(want))
 
 
 def test_kill_9_during_an_async_save_leaves_the_latest_checkpoint_usable(tmp_path):
   """Save every step; SIGKILL the trainer the moment orbax has a step half-written."""
-  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=1",
-             CHECKPOINT_EVERY="1", JAX_COMPILATION_CACHE_DIR=jax.config.jax_compilation_cache_dir)
-  proc = subprocess.Popen([sys.executable, os.path.join(HERE, "worker.py"), str(tmp_path), "500"],
-                          env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+  env = dict(
+      os.environ,
+      XLA_FLAGS="--xla_force_host_platform_device_count=1",
+      CHECKPOINT_EVERY="1",
+      JAX_COMPILATION_CACHE_DIR=jax.config.jax_compilation_cache_dir,
+  )
+  proc = subprocess.Popen(
+      [sys.executable, os.path.join(HERE, "worker.py"), str(tmp_path), "500"],
+      env=env,
+      stdout=subprocess.DEVNULL,
+      stderr=subprocess.DEVNULL,
+  )
   ckpt_dir = tmp_path / "checkpoints"
   killed_mid_save = False
   deadline = time.time() + 240
@@ -120,8 +133,9 @@ def test_kill_9_during_an_async_save_leaves_the_latest_checkpoint_usable(tmp_pat
 
 def test_steps_logged_after_the_last_checkpoint_are_not_logged_twice(tmp_path):
   # A run that logged step 4 but died before its step-4 checkpoint finished resumes from 2.
-  cfg = tiny_train_config(steps=4, checkpoint=CheckpointConfig(every_steps=2, keep=3,
-                                                               async_save=False))
+  cfg = tiny_train_config(
+      steps=4, checkpoint=CheckpointConfig(every_steps=2, keep=3, async_save=False)
+  )
   train(cfg, str(tmp_path), batches_for(cfg), progress=False)
   shutil.rmtree(tmp_path / "checkpoints" / "4")
   cfg6 = tiny_train_config(steps=6, checkpoint=cfg.checkpoint)

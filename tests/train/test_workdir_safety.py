@@ -1,5 +1,6 @@
 """`distil-jax train` checks its inputs before touching the workdir, holds a lock on it, and falls
 back past an unreadable checkpoint. One short real run is shared by every test (module fixture)."""
+
 import json
 import os
 import shutil
@@ -20,9 +21,21 @@ def prepared(tmp_path_factory):
   root = tmp_path_factory.mktemp("safety")
   with open(root / "chat.jsonl", "w") as f:
     for i in range(16):
-      f.write(json.dumps({"messages": [{"role": "user", "content": f"What is {i} plus {i}?"},
-                                       {"role": "assistant", "content": f"{i} plus {i} is {2 * i}."}]}) + "\n")
-  assert cli.main(["prepare", "--input", str(root / "chat.jsonl"), "--output", str(root / "shards")]) == 0
+      f.write(
+          json.dumps(
+              {
+                  "messages": [
+                      {"role": "user", "content": f"What is {i} plus {i}?"},
+                      {"role": "assistant", "content": f"{i} plus {i} is {2 * i}."},
+                  ]
+              }
+          )
+          + "\n"
+      )
+  assert (
+      cli.main(["prepare", "--input", str(root / "chat.jsonl"), "--output", str(root / "shards")])
+      == 0
+  )
   return root
 
 
@@ -34,9 +47,20 @@ def trained(prepared):
 
 
 def _args(workdir, data, steps, *extra):
-  return ["train", "--config", os.path.join(REPO, "configs/sft/tiny.py"), "--workdir", str(workdir),
-          f"--config.data.path={data}", "--config.data.seq_len=64", "--config.checkpoint.every_steps=1",
-          "--config.optim.warmup_steps=1", f"--config.steps={steps}", "--no_progress", *extra]
+  return [
+      "train",
+      "--config",
+      os.path.join(REPO, "configs/sft/tiny.py"),
+      "--workdir",
+      str(workdir),
+      f"--config.data.path={data}",
+      "--config.data.seq_len=64",
+      "--config.checkpoint.every_steps=1",
+      "--config.optim.warmup_steps=1",
+      f"--config.steps={steps}",
+      "--no_progress",
+      *extra,
+  ]
 
 
 def _copy(trained, name):
@@ -71,12 +95,21 @@ def test_an_unusable_export_dir_is_refused_before_training(prepared, tmp_path, c
   assert f"--export {target}" in capsys.readouterr().err and not (tmp_path / "new").exists()
 
 
-def test_lock_refuses_a_second_run_and_is_taken_over_after_kill_9_past_an_unreadable_checkpoint(trained, capsys):
+def test_lock_refuses_a_second_run_and_is_taken_over_after_kill_9_past_an_unreadable_checkpoint(
+    trained, capsys
+):
   run = _copy(trained, "locked")
   holder = subprocess.Popen(
-      [sys.executable, "-c", "import sys, time; from distil_jax.train.workdir import WorkdirLock\n"
-       f"WorkdirLock({str(run)!r}).__enter__(); print('locked', flush=True); time.sleep(600)"],
-      stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": REPO})
+      [
+          sys.executable,
+          "-c",
+          "import sys, time; from distil_jax.train.workdir import WorkdirLock\n"
+          f"WorkdirLock({str(run)!r}).__enter__(); print('locked', flush=True); time.sleep(600)",
+      ],
+      stdout=subprocess.PIPE,
+      text=True,
+      env={**os.environ, "PYTHONPATH": REPO},
+  )
   try:
     assert holder.stdout.readline().strip() == "locked"
     assert cli.main(_args(run, trained / "shards", 3)) == 2
@@ -94,7 +127,9 @@ def test_lock_refuses_a_second_run_and_is_taken_over_after_kill_9_past_an_unread
   assert cli.main(_args(run, trained / "shards", 3, "--config.data.worker_count=1")) == 0
   err = capsys.readouterr().err
   assert f"taking over the workdir lock of a process that is gone (pid {holder.pid}" in err, err
-  assert f"checkpoint {run}/checkpoints/2 is unreadable" in err and "resuming from step 1" in err, err
+  assert (
+      f"checkpoint {run}/checkpoints/2 is unreadable" in err and "resuming from step 1" in err
+  ), err
   assert "Traceback" not in err and "Event loop is closed" not in err, err
   names = sorted(os.listdir(run / "checkpoints"))
   assert "unreadable-2" in names and "3" in names and not any("tmp" in n for n in names), names
@@ -102,6 +137,7 @@ def test_lock_refuses_a_second_run_and_is_taken_over_after_kill_9_past_an_unread
 
 def test_a_corrupt_shard_stops_every_process_with_a_line_naming_the_file(prepared, tmp_path):
   import portpicker
+
   data = tmp_path / "shards"
   shutil.copytree(prepared / "shards", data)
   shard = next(data.glob("*.array_record"))
@@ -110,10 +146,27 @@ def test_a_corrupt_shard_stops_every_process_with_a_line_naming_the_file(prepare
   shard.write_bytes(bytes(raw))
   port = portpicker.pick_unused_port()
   env = {**os.environ, "PYTHONPATH": REPO, "JAX_PLATFORMS": "cpu"}
-  procs = [subprocess.Popen(
-      [sys.executable, "-m", "distil_jax.cli", *_args(tmp_path / "run", data, 2)[:-1],
-       "--coordinator", f"127.0.0.1:{port}", "--num_processes", "2", "--process_id", str(i)],
-      env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(2)]
+  procs = [
+      subprocess.Popen(
+          [
+              sys.executable,
+              "-m",
+              "distil_jax.cli",
+              *_args(tmp_path / "run", data, 2)[:-1],
+              "--coordinator",
+              f"127.0.0.1:{port}",
+              "--num_processes",
+              "2",
+              "--process_id",
+              str(i),
+          ],
+          env=env,
+          stdout=subprocess.PIPE,
+          stderr=subprocess.PIPE,
+          text=True,
+      )
+      for i in range(2)
+  ]
   try:
     errs = [p.communicate(timeout=120)[1] for p in procs]
   finally:

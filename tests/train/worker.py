@@ -1,5 +1,6 @@
 """A training process for the subprocess tests: `python worker.py WORKDIR STEPS [PROCESS_ID
 NUM_PROCESSES PORT]`. Prints one JSON line with the final step, losses and a params checksum."""
+
 import json
 import os
 import sys
@@ -43,21 +44,38 @@ def main():
   from synthetic import batches_for, tiny_train_config
 
   every = int(os.environ.get("CHECKPOINT_EVERY", "1000"))
-  cfg = tiny_train_config(steps=steps,
-                          checkpoint=CheckpointConfig(every_steps=every, keep=2, async_save=True))
+  cfg = tiny_train_config(
+      steps=steps, checkpoint=CheckpointConfig(every_steps=every, keep=2, async_save=True)
+  )
   batches = batches_for(cfg, process_index=pid, process_count=nproc)
   fail_at = os.environ.get("FAIL_AT")  # "PROCESS:BATCH": that process's data raises there
   if fail_at:
     batches = _FailingBatches(batches, pid, *map(int, fail_at.split(":")))
   from distil_jax.multihost import fail_fast
+
   with fail_fast("worker"):
     result = train(cfg, workdir, batches, progress=False)
   params = jax.tree.leaves(result.state.params)
   from jax.experimental import multihost_utils
-  checksum = float(sum(np.sum(np.asarray(multihost_utils.process_allgather(p, tiled=True)),
-                              dtype=np.float64) for p in params))
-  print(json.dumps({"process": pid, "step": result.step, "data_index": batches.index,
-                    "loss": result.last_metrics["loss"], "checksum": checksum}), flush=True)
+
+  checksum = float(
+      sum(
+          np.sum(np.asarray(multihost_utils.process_allgather(p, tiled=True)), dtype=np.float64)
+          for p in params
+      )
+  )
+  print(
+      json.dumps(
+          {
+              "process": pid,
+              "step": result.step,
+              "data_index": batches.index,
+              "loss": result.last_metrics["loss"],
+              "checksum": checksum,
+          }
+      ),
+      flush=True,
+  )
 
 
 if __name__ == "__main__":
