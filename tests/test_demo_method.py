@@ -23,7 +23,8 @@ STAGES = (
     *(f"eval_{r}" for r in RUNS),
     "report",
 )
-pytestmark = pytest.mark.slow
+# One worker runs the whole module, so the (several-minute) pipeline runs once, not per worker.
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("demo_method")]
 
 
 @pytest.fixture(scope="module")

@@ -97,7 +97,9 @@ def test_tokens_stream_as_they_are_decoded_and_equal_the_whole_answer(continuous
       arrivals.append(time.monotonic() - started)
       text += chunk.choices[0].delta.content
   assert text == whole
-  assert len(arrivals) > 10 and arrivals[0] < 0.5 * arrivals[-1]  # the first came long before
+  # Reports come at most every 50 ms, so their number depends on the machine's speed; what must
+  # hold is that text arrived in several pieces and the first long before the answer was done.
+  assert len(arrivals) >= 3 and arrivals[0] < 0.5 * arrivals[-1]
 
 
 def test_a_stop_string_ends_the_live_stream_where_the_whole_answer_ends(continuous):
