@@ -30,19 +30,24 @@ def parse_mesh(text: str):
   return MeshConfig(**fields)
 
 
-def load(path: str, args):
-  """A model from an orbax checkpoint, a training workdir, or a HF directory."""
+def mesh_from_arg(text: str):
+  """`--mesh` -> a Mesh over the first devices it names (every device when an axis is -1)."""
   import jax  # noqa: PLC0415
-  from distil_jax.loading import open_model  # noqa: PLC0415
-  from distil_jax.model.config import parse_dtype  # noqa: PLC0415
   from distil_jax.sharding import make_mesh  # noqa: PLC0415
 
-  mesh_cfg = parse_mesh(args.mesh)
+  mesh_cfg = parse_mesh(text)
+  sizes = (mesh_cfg.data, mesh_cfg.fsdp, mesh_cfg.tensor)
   devices = jax.devices()
-  n = abs(mesh_cfg.data * mesh_cfg.fsdp * mesh_cfg.tensor)
-  mesh = make_mesh(
-      mesh_cfg,
-      devices=devices[:n] if -1 not in (mesh_cfg.data, mesh_cfg.fsdp, mesh_cfg.tensor) else devices,
+  return make_mesh(
+      mesh_cfg, devices=devices if -1 in sizes else devices[: abs(sizes[0] * sizes[1] * sizes[2])]
   )
+
+
+def load(path: str, args):
+  """A model from an orbax checkpoint, a training workdir, or a HF directory."""
+  from distil_jax.loading import open_model  # noqa: PLC0415
+  from distil_jax.model.config import parse_dtype  # noqa: PLC0415
+
+  mesh = mesh_from_arg(args.mesh)
   overrides = {"param_dtype": parse_dtype(args.dtype)} if args.dtype else {}
   return open_model(path, mesh=mesh, **overrides)
