@@ -136,8 +136,9 @@ class _KDChunk:
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
-class KDLoss:
-  """The objective of the module docstring."""
+class KDSettings:
+  """What a config file chooses about KD (`config.loss`, kind "kd"); `KDLoss` adds what the run
+  sets."""
 
   source: Source = Source.ONLINE
   divergence: dv.Divergence = dv.Divergence.FORWARD_KL
@@ -156,6 +157,12 @@ class KDLoss:
   fusion_ramp: sched.Ramp = sched.Ramp.LINEAR
   fusion_pairs: int = 0  # 0: one per student layer
   fusion_enter_fraction: float = 0.5
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class KDLoss(KDSettings):
+  """The objective of the module docstring."""
+
   total_steps: int = 1
   chunk: int = 512
   logits_dtype: Any = jnp.float32
@@ -296,27 +303,10 @@ class KDLoss:
 
 @register("kd")
 @dataclasses.dataclass(frozen=True, kw_only=True)
-class KDConfig:
-  """`config.loss` for kind "kd": every field of `KDLoss` but the ones the run sets."""
+class KDConfig(KDSettings):
+  """`config.loss` for kind "kd": the `KDSettings`; `build` adds what the run sets."""
 
   kind: str = "kd"
-  source: Source = Source.ONLINE
-  divergence: dv.Divergence = dv.Divergence.FORWARD_KL
-  jsd_beta: float = 0.5
-  tail: dv.TailTreatment = dv.TailTreatment.IGNORE
-  online_top_k: int = 0
-  alpha: float = 0.5
-  alpha_end: float = 0.5
-  alpha_ramp: sched.Ramp = sched.Ramp.CONSTANT
-  temperature: float = 1.0
-  temperature_end: float = 1.0
-  temperature_ramp: sched.Ramp = sched.Ramp.CONSTANT
-  vocab_columns: int = 0
-  fusion_weight: float = 0.0
-  fusion_distance: FusionDistance = FusionDistance.COSINE
-  fusion_ramp: sched.Ramp = sched.Ramp.LINEAR
-  fusion_pairs: int = 0
-  fusion_enter_fraction: float = 0.5
 
   def build(self, train_cfg) -> KDLoss:
     fields = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "kind"}
