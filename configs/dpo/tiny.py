@@ -27,6 +27,7 @@ def get_config(arg=None):
   c.steps = 40
   c.grad_accum = 1
   c.loss_chunk = 64
+  c.loss_positions = 0  # >0: the LM head only at each row's first K trained positions
   c.loss_logits_dtype = "float32"
   # The loss table (distil_jax/train/loss_config.py); variants: sigmoid | ipo |
   # length_normalised | simpo (SimPO needs no reference; give it gamma, e.g. 0.5, and beta ~2).

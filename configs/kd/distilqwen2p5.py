@@ -30,6 +30,7 @@ def get_config(arg=None):
   c.steps = 3000  # set from the data: 3 epochs
   c.grad_accum = 1
   c.loss_chunk = 512
+  c.loss_positions = 0  # >0: the LM head only at each row's first K trained positions
   c.loss_logits_dtype = "float32"
   c.loss = dict(
       kind="kd",

@@ -23,6 +23,7 @@ def get_config(arg=None):
   c.steps = 2000
   c.grad_accum = 1
   c.loss_chunk = 512
+  c.loss_positions = 0  # >0: the LM head only at each row's first K trained positions
   c.loss_logits_dtype = "float32"  # or "bfloat16": half the logits traffic
   c.loss = dict(kind="sft")  # the loss table: distil_jax/train/loss_config.py
   c.frozen = dict()  # no teacher or reference model

@@ -85,6 +85,29 @@ def _bind_to_data(cfg):
   return cfg
 
 
+def _bind_positions(cfg):
+  """`loss_positions=-1`: the bound the data's manifest gives (`positions.from_manifest`)."""
+  import dataclasses
+  import json as json_lib
+  from distil_jax.train import positions
+
+  if cfg.loss_positions >= 0:
+    return cfg
+  path = os.path.join(cfg.data.path, "manifest.json")
+  with open(path) as f:
+    manifest = json_lib.load(f)
+  k = positions.from_manifest(
+      manifest, cfg.data.seq_len, cfg.model.max_segments_per_row or None, path
+  )
+  print(
+      f"distil-jax train: loss_positions=-1 -> {k or 'every position'} "
+      f"(from {path}: at most {manifest.get('targets_max', manifest.get('tokens', {}).get('targets_max'))} "
+      "trained tokens an example)",
+      file=sys.stderr,
+  )
+  return dataclasses.replace(cfg, loss_positions=k)  # the loop builds the loss from it
+
+
 def _check_tokenizer(name: str, model_path: str, data_path: str, data_tokenizer: dict) -> None:
   if not model_path or not os.path.isfile(os.path.join(model_path, "tokenizer.json")):
     return  # a converted checkpoint or a run carries no tokenizer of its own
@@ -151,6 +174,7 @@ def _train(args, cfg, config_dict) -> int:
   from distil_jax.train.checkpoint import CheckpointUnreadable
   from distil_jax.train.loop import train
   from distil_jax.train.metrics import NonFiniteError
+  from distil_jax.train.positions import TooManyPositions
 
   # Inputs first: nothing is created or rewritten in the workdir until they all pass.
   try:
@@ -162,6 +186,7 @@ def _train(args, cfg, config_dict) -> int:
           "data.path is empty; pass --config.data.path=<a directory written by "
           "distil-jax prepare-pairs>"
       )
+    cfg = _bind_positions(cfg)
     if args.export:
       check_export_dir(args.export)
   except (OSError, ValueError) as e:
@@ -199,6 +224,10 @@ def _train(args, cfg, config_dict) -> int:
   except NonFiniteError as e:
     print(f"distil-jax train: {e}", file=sys.stderr)
     return 1
+  except TooManyPositions as e:
+    if jax.process_count() > 1:
+      raise
+    return _error(e)
 
 
 def _train_locked(args, cfg, make_iterator, train) -> int:

@@ -116,6 +116,7 @@ class _Run:
     self.skipped: dict[str, dict] = {}
     self.lengths: list[int] = []
     self.assistant_targets = 0
+    self.targets_max = 0  # the most trained positions of one example (`loss_positions=-1`)
     self.truncated = 0
     self.seen_ids: set[str] = set()
     self.duplicate_ids = 0
@@ -170,6 +171,7 @@ class _Run:
       self.writer.write(shards.encode_record(example_id, ids, mask), int(ids.shape[0]))
       self.lengths.append(int(ids.shape[0]))
       self.assistant_targets += int(mask[1:].sum())  # the first token is never a target
+      self.targets_max = max(self.targets_max, int(mask[1:].sum()))
     pending.clear()
 
   def _skip(self, reason: str, location: str, detail: str) -> None:
@@ -197,6 +199,7 @@ class _Run:
         "tokens": {
             "total": int(lengths.sum()) if self.lengths else 0,
             "assistant_targets": self.assistant_targets,
+            "targets_max": self.targets_max,
             "min": int(lengths.min()),
             "max": int(lengths.max()),
             "mean": round(float(lengths.mean()), 2),

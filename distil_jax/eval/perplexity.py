@@ -21,6 +21,8 @@ import jax
 import numpy as np
 from tqdm import tqdm
 
+from distil_jax.train import positions as loss_positions
+
 
 def read_documents(data_dir: str, seq_len: int):
   """(ids, target_ids, loss_mask) per example, in manifest order."""
@@ -74,8 +76,8 @@ def _stack(docs, rows: int, seq_len: int) -> dict[str, np.ndarray]:
   return batch
 
 
-@functools.partial(jax.jit, static_argnames=("graphdef", "chunk"))
-def _sums(graphdef, state, batch, *, chunk: int):
+@functools.partial(jax.jit, static_argnames=("graphdef", "chunk", "positions"))
+def _sums(graphdef, state, batch, *, chunk: int, positions: int):
   from flax import nnx
   import jax.numpy as jnp
   from distil_jax.train.losses import chunked_cross_entropy
@@ -83,7 +85,12 @@ def _sums(graphdef, state, batch, *, chunk: int):
   model = nnx.merge(graphdef, state)
   h_BxLxD, _ = model.hidden_states(batch["input_ids"], batch["positions"], batch["segment_ids"])
   loss_sum, correct = chunked_cross_entropy(
-      h_BxLxD, model.unembed_matrix(), batch["target_ids"], batch["loss_mask"], chunk=chunk
+      h_BxLxD,
+      model.unembed_matrix(),
+      batch["target_ids"],
+      batch["loss_mask"],
+      chunk=chunk,
+      positions=positions,
   )
   return loss_sum, jnp.sum(batch["loss_mask"]), correct
 
@@ -119,12 +126,17 @@ def evaluate_loss(
   loss = tokens = correct = 0.0
   bar = tqdm(total=examples, desc="perplexity", unit="ex", disable=not progress, file=sys.stderr)
   for batch in _batches(read_documents(data_dir, seq_len), batch_size, seq_len, rows_multiple):
+    # the LM head only at the scored positions (a power-of-two bucket of the most a row has)
+    kw = dict(
+        chunk=min(chunk, batch["input_ids"].shape[1]),
+        positions=loss_positions.bucket(batch["loss_mask"]),
+    )
     if sharding is not None:
       batch = {k: jax.device_put(v, sharding) for k, v in batch.items()}
       with use_mesh(mesh, DEFAULT_RULES):
-        sums = _sums(graphdef, state, batch, chunk=min(chunk, batch["input_ids"].shape[1]))
+        sums = _sums(graphdef, state, batch, **kw)
     else:
-      sums = _sums(graphdef, state, batch, chunk=min(chunk, batch["input_ids"].shape[1]))
+      sums = _sums(graphdef, state, batch, **kw)
     l, t, c = (float(x) for x in jax.device_get(sums))
     loss, tokens, correct = loss + l, tokens + t, correct + c
     bar.update(int(np.count_nonzero(np.asarray(jax.device_get(batch["segment_ids"]))[:, 0])))

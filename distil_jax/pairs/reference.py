@@ -28,6 +28,7 @@ from jax.sharding import NamedSharding
 from distil_jax.pairs import format as pair_format
 from distil_jax.pairs import tokenize
 from distil_jax.sharding import DEFAULT_RULES, logical_to_spec, use_mesh
+from distil_jax.train import positions
 from distil_jax.train.sequence_logprobs import sequence_logprobs
 
 MANIFEST = "manifest.json"
@@ -39,12 +40,17 @@ def _bucket(n: int, minimum: int = 16) -> int:
   return max(minimum, 1 << max(0, n - 1).bit_length())
 
 
-@functools.partial(jax.jit, static_argnames=("graphdef", "chunk"))
-def _row_logprobs(graphdef, state, batch, *, chunk: int):
+@functools.partial(jax.jit, static_argnames=("graphdef", "chunk", "positions"))
+def _row_logprobs(graphdef, state, batch, *, chunk: int, positions: int = 0):
   model = nnx.merge(graphdef, state)
   h_BxLxD, _ = model.hidden_states(batch["input_ids"], batch["positions"], batch["segment_ids"])
   return sequence_logprobs(
-      h_BxLxD, model.unembed_matrix(), batch["target_ids"], batch["loss_mask"], chunk=chunk
+      h_BxLxD,
+      model.unembed_matrix(),
+      batch["target_ids"],
+      batch["loss_mask"],
+      chunk=chunk,
+      positions=positions,
   )
 
 
@@ -111,6 +117,7 @@ def compute_reference_logprobs(
         batch_records = records[start : start + batch_size]
         seq_len = _bucket(max(len(r[f"{s}_ids"]) for r in batch_records for s in tokenize.SIDES))
         batch = pair_batch_rows(batch_records, rows, seq_len)
+        k = positions.bucket(batch["loss_mask"])  # the LM head only at the response positions
         local = rows // processes
         me = jax.process_index()
         batch = {
@@ -121,7 +128,7 @@ def compute_reference_logprobs(
         }
         logp = np.asarray(
             multihost_utils.process_allgather(
-                _row_logprobs(graphdef, state, batch, chunk=chunk), tiled=True
+                _row_logprobs(graphdef, state, batch, chunk=chunk, positions=k), tiled=True
             ),
             np.float32,
         )

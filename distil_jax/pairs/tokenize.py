@@ -117,6 +117,7 @@ def write_tokenized_pairs(output, records, *, shard_size: int = 10_000, **manife
   output.parent.mkdir(parents=True, exist_ok=True)
   tmp = Path(tempfile.mkdtemp(prefix=f".{output.name}.tmp-", dir=output.parent))
   shards, longest, fingerprint, writer = [], 0, hashlib.sha256(), None
+  targets_max = 0  # the most response tokens of one side (an upper bound on its trained positions)
   try:
     for pair_id, c_ids, c_mask, r_ids, r_mask in records:
       record = encode_pair_record(pair_id, c_ids, c_mask, r_ids, r_mask)
@@ -128,12 +129,14 @@ def write_tokenized_pairs(output, records, *, shard_size: int = 10_000, **manife
       writer.write(record)
       shards[-1]["pairs"] += 1
       longest = max(longest, len(c_ids), len(r_ids))
+      targets_max = max(targets_max, int(np.sum(c_mask)), int(np.sum(r_mask)))
       fingerprint.update(record[: 8 + struct.unpack_from("<I", record, 4)[0]])  # id and hash
     if writer is not None:
       writer.close()
     manifest = {
         "format": MANIFEST_FORMAT,
         "longest": int(longest),
+        "targets_max": targets_max,
         "shards": shards,
         "pairs": sum(s["pairs"] for s in shards),
         "fingerprint": fingerprint.hexdigest()[:20],

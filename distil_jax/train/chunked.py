@@ -19,6 +19,7 @@ import jax
 import jax.numpy as jnp
 
 from distil_jax.sharding import constrain
+from distil_jax.train import positions as pos
 
 # chunk_fn(logits_f32 [B, C, V], inputs chunk {key: [B, C, ...]}, consts) -> (loss_sum, aux_sums)
 ChunkFn = Callable[[jax.Array, dict, Any], tuple[jax.Array, dict]]
@@ -116,6 +117,8 @@ def chunked_token_loss(
     chunk: int,
     consts: Any = None,
     logits_dtype=jnp.float32,
+    positions: int = 0,
+    mask_key: str = "mask",
 ) -> tuple[jax.Array, dict[str, jax.Array]]:
   """(sum over chunks of `chunk_fn`'s loss, sums of its aux measurements).
 
@@ -125,7 +128,10 @@ def chunked_token_loss(
   reach every chunk whole. Neither receives a gradient: only `h` and `w` do. `chunk_fn` must be
   hashable (a frozen dataclass or a module-level function): it is a static argument.
   The weight is cast to the hidden states' (compute) dtype; gradients flow back through it.
+  `positions = K > 0`: only each row's first K positions where `inputs[mask_key]` is set go
+  through the LM head (`positions.gather`; the caller guarantees no row has more).
   """
+  h_BxLxD, inputs = pos.gather(h_BxLxD, inputs, mask_key, positions)
   chunk = min(chunk, h_BxLxD.shape[1])
   return _fused(
       h_BxLxD, w_DxV.astype(h_BxLxD.dtype), inputs, consts, chunk_fn, chunk, jnp.dtype(logits_dtype)

@@ -81,6 +81,10 @@ class TrainConfig:
   # The LM head's output dtype. float32 is exact; bfloat16 (what torch autocast gives) halves the
   # memory traffic of the [batch, chunk, vocab] logits; the softmax is float32 either way.
   loss_logits_dtype: Any = jnp.float32
+  # >0: the LM head (and the softmax, the loss) only at each row's first K trained positions; a
+  # batch with a row of more is refused before its step. 0: every position. The LM head is
+  # nearly all of a small model's work, and chat rows train on few of their positions.
+  loss_positions: int = 0
   seed: int = 0  # parameter init and per-step rngs
   log_every: int = 10
   # The loss (`config.loss.kind` picks a typed configuration from `loss_config.LOSS_CONFIGS`)
@@ -166,6 +170,7 @@ def from_config_dict(c) -> TrainConfig:
       loss_logits_dtype=parse_dtype(d["loss_logits_dtype"]),
       loss=loss_config(d["loss"]),
       frozen=frozen_configs(d["frozen"]),
+      loss_positions=d.get("loss_positions", 0),  # config files from before it keep working
       **{k: d[k] for k in ("steps", "grad_accum", "loss_chunk", "seed", "log_every")},
   )
 

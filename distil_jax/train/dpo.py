@@ -50,7 +50,7 @@ METRICS = (
 )
 
 
-def policy_logprobs(model, batch, *, chunk: int, logits_dtype=jnp.float32):
+def policy_logprobs(model, batch, *, chunk: int, logits_dtype=jnp.float32, positions: int = 0):
   """(chosen [B], rejected [B]) summed response log-probs under `model`, one forward of 2B rows."""
   rows = {k: jnp.concatenate([batch[f"chosen_{k}"], batch[f"rejected_{k}"]]) for k in SIDE_FIELDS}
   h_RxLxD, _ = model.hidden_states(rows["input_ids"], rows["positions"], rows["segment_ids"])
@@ -61,6 +61,7 @@ def policy_logprobs(model, batch, *, chunk: int, logits_dtype=jnp.float32):
       rows["loss_mask"],
       chunk=chunk,
       logits_dtype=logits_dtype,
+      positions=positions,
   )
   b = batch["chosen_input_ids"].shape[0]
   return logp_R[:b], logp_R[b:]
@@ -74,6 +75,7 @@ class DPOLoss:
   online_reference: bool = False  # the frozen model "reference" instead of batch log-probs
   chunk: int = 256
   logits_dtype: Any = jnp.float32
+  positions: int = 0  # >0: the LM head only at each row's first K response positions
   normalisers = {name: "pairs" for name in METRICS + ("preference_loss",)}
   rows_per_example = 2  # chosen and rejected: the loop's tokens/s counts both
 
@@ -101,14 +103,18 @@ class DPOLoss:
 
   def __call__(self, ctx: LossContext, batch, counts):
     policy_w, policy_l = policy_logprobs(
-        ctx.model, batch, chunk=self.chunk, logits_dtype=self.logits_dtype
+        ctx.model, batch, chunk=self.chunk, logits_dtype=self.logits_dtype, positions=self.positions
     )
     if not self.objective.needs_reference:
       ref_w = ref_l = None
     elif self.online_reference:
       ref_w, ref_l = jax.lax.stop_gradient(
           policy_logprobs(
-              ctx.frozen["reference"], batch, chunk=self.chunk, logits_dtype=self.logits_dtype
+              ctx.frozen["reference"],
+              batch,
+              chunk=self.chunk,
+              logits_dtype=self.logits_dtype,
+              positions=self.positions,
           )
       )
     else:
@@ -169,6 +175,7 @@ class DPOConfig:
         online_reference=self.online_reference,
         chunk=train_cfg.loss_chunk,
         logits_dtype=train_cfg.loss_logits_dtype,
+        positions=train_cfg.loss_positions,
     )
 
   def batches(self, train_cfg, *, shard_index: int, shard_count: int):

@@ -166,6 +166,7 @@ class KDLoss(KDSettings):
   total_steps: int = 1
   chunk: int = 512
   logits_dtype: Any = jnp.float32
+  positions: int = 0  # >0: both LM heads only at each row's first K trained positions
   normalisers = {"ce": "tokens", "kd": "tokens", "accuracy": "tokens", "fusion": "layer_tokens"}
 
   @property
@@ -272,6 +273,7 @@ class KDLoss(KDSettings):
         chunk=self.chunk,
         consts=consts,
         logits_dtype=self.logits_dtype,
+        positions=self.positions,
     )
     objective = per_token(total, counts["tokens"])
     if fusion:
@@ -314,5 +316,6 @@ class KDConfig(KDSettings):
         total_steps=train_cfg.steps,
         chunk=train_cfg.loss_chunk,
         logits_dtype=train_cfg.loss_logits_dtype,
+        positions=train_cfg.loss_positions,
         **fields,
     )

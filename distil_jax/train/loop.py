@@ -21,6 +21,7 @@ from jax.sharding import NamedSharding, PartitionSpec
 
 from distil_jax.sharding import make_mesh, use_mesh
 from distil_jax.train import metrics as M
+from distil_jax.train import positions
 from distil_jax.train.checkpoint import Checkpointer
 from distil_jax.train.config import TrainConfig
 from distil_jax.train.objective import Loss
@@ -217,6 +218,7 @@ def _run(cfg, state, step_fn, batches, ckpt, writer, stop, mesh, multi, progress
       )
       exhausted = True
       break
+    positions.check_rows(local, fields, cfg.loss_positions, step)
     batch = _global_batch(local, in_shardings, fields)
     with jax.transfer_guard("disallow"):
       state, device_metrics = step_fn(state, batch, key, frozen)

@@ -33,7 +33,11 @@ class SFTConfig:
   def build(self, train_cfg):
     from distil_jax.train.losses import SFTLoss
 
-    return SFTLoss(chunk=train_cfg.loss_chunk, logits_dtype=train_cfg.loss_logits_dtype)
+    return SFTLoss(
+        chunk=train_cfg.loss_chunk,
+        logits_dtype=train_cfg.loss_logits_dtype,
+        positions=train_cfg.loss_positions,
+    )
 
 
 LOSS_CONFIGS: dict[str, type] = {"sft": SFTConfig}

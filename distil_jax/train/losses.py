@@ -44,15 +44,23 @@ def chunked_cross_entropy(
     *,
     chunk: int,
     logits_dtype=jnp.float32,
+    positions: int = 0,
 ) -> tuple[jax.Array, jax.Array]:
   """Sum of masked token cross-entropies, and the number of correct argmax predictions.
 
   One [B, chunk, V] block of logits at a time (`chunked.chunked_token_loss`): 3 LM-head matmuls
   per token under differentiation, as for the naive loss, all in the compute dtype.
+  `positions = K > 0`: the LM head runs only at each row's first K masked positions.
   """
   inputs = {"targets": targets_BxL, "mask": mask_BxL.astype(jnp.float32)}
   loss, aux = chunked_token_loss(
-      h_BxLxD, w_DxV, inputs, _cross_entropy_chunk, chunk=chunk, logits_dtype=logits_dtype
+      h_BxLxD,
+      w_DxV,
+      inputs,
+      _cross_entropy_chunk,
+      chunk=chunk,
+      logits_dtype=logits_dtype,
+      positions=positions,
   )
   return loss, aux["correct"]
 
@@ -94,6 +102,7 @@ class SFTLoss(_TokenLoss):
   chunk: int = 512
   logits_dtype: Any = jnp.float32  # the LM head's output; the softmax is float32 regardless
   packed: bool = True  # rows hold several documents apart by segment_ids
+  positions: int = 0  # >0: the LM head only at each row's first K trained positions
 
   def __call__(self, ctx: LossContext, batch, counts):
     model = ctx.model
@@ -107,6 +116,7 @@ class SFTLoss(_TokenLoss):
         batch["loss_mask"],
         chunk=self.chunk,
         logits_dtype=self.logits_dtype,
+        positions=self.positions,
     )
     return per_token(ce_sum, counts["tokens"]), {"ce": ce_sum, "accuracy": correct}
 

@@ -15,6 +15,8 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from distil_jax.train import positions as pos
+
 
 def _pad(x, chunk: int):
   pad = (-x.shape[1]) % chunk
@@ -29,9 +31,15 @@ def sequence_logprobs(
     *,
     chunk: int = 256,
     logits_dtype=jnp.float32,
+    positions: int = 0,
 ) -> jax.Array:
   """[B] float32: each row's masked sum of target log-probabilities. `w_DxV` is cast to the
-  hidden states' (compute) dtype; the log-softmax is float32 whatever `logits_dtype`."""
+  hidden states' (compute) dtype; the log-softmax is float32 whatever `logits_dtype`.
+  `positions = K > 0`: the LM head only at each row's first K masked positions
+  (`positions.gather`; no row may have more)."""
+  inputs = {"t": targets_BxL, "m": mask_BxL.astype(jnp.float32)}
+  h_BxLxD, inputs = pos.gather(h_BxLxD, inputs, "m", positions)
+  targets_BxL, mask_BxL = inputs["t"], inputs["m"]
   B, L, D = h_BxLxD.shape
   chunk = min(chunk, L)
   w = w_DxV.astype(h_BxLxD.dtype)
