@@ -52,7 +52,15 @@ def model_config(model):
 
 
 @functools.partial(
-    jax.jit, static_argnames=("graphdef", "max_new", "any_sampling", "num_logprobs", "cache_dtype")
+    jax.jit,
+    static_argnames=(
+        "graphdef",
+        "max_new",
+        "any_sampling",
+        "any_filter",
+        "num_logprobs",
+        "cache_dtype",
+    ),
 )
 def _generate_on_device(
     graphdef,
@@ -70,6 +78,7 @@ def _generate_on_device(
     *,
     max_new: int,
     any_sampling: bool,
+    any_filter: bool,
     num_logprobs: int,
     cache_dtype,
 ):
@@ -113,7 +122,13 @@ def _generate_on_device(
       )
     step_keys = jax.vmap(jax.random.fold_in, in_axes=(0, None))(keys_Bx2, step)
     token_B = sample(
-        logits_BxV, step_keys, temperature_B, top_k_B, top_p_B, any_sampling=any_sampling
+        logits_BxV,
+        step_keys,
+        temperature_B,
+        top_k_B,
+        top_p_B,
+        any_sampling=any_sampling,
+        any_filter=any_filter,
     )
     live_B = ~out["done_B"]
     token_B = jnp.where(live_B, token_B, 0)
@@ -267,6 +282,7 @@ class Generator:
         adjust,
         max_new=new_len,
         any_sampling=any(not s.greedy for s in samplings),
+        any_filter=any(s.top_k > 0 or s.top_p < 1.0 for s in samplings if not s.greedy),
         num_logprobs=_bucket(num_logprobs, 1) if num_logprobs > 0 else 0,
         cache_dtype=self.cache_dtype,
     )

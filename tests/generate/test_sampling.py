@@ -1,5 +1,7 @@
 """Token choice on fixed logits: the empirical distribution follows temperature, top-k and top-p."""
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -12,8 +14,8 @@ LOGITS = np.log(np.array([0.5, 0.25, 0.15, 0.07, 0.03], np.float32))
 N = 20000
 
 
-@jax.jit
-def _sample_n(temperature, top_k, top_p):
+@functools.partial(jax.jit, static_argnames="any_filter")
+def _sample_n(temperature, top_k, top_p, any_filter=True):
   n = N
   logits = jnp.broadcast_to(jnp.asarray(LOGITS), (n, LOGITS.size))
   keys = row_keys(jnp.zeros(n, jnp.uint32), jnp.arange(n, dtype=jnp.uint32))
@@ -25,17 +27,25 @@ def _sample_n(temperature, top_k, top_p):
       full(top_k, jnp.int32),
       full(top_p, jnp.float32),
       any_sampling=True,
+      any_filter=any_filter,
   )
   return ids
 
 
-def _frequencies(temperature, top_k, top_p):
-  ids = _sample_n(jnp.float32(temperature), jnp.int32(top_k), jnp.float32(top_p))
+def _frequencies(temperature, top_k, top_p, any_filter=True):
+  ids = _sample_n(jnp.float32(temperature), jnp.int32(top_k), jnp.float32(top_p), any_filter)
   return np.bincount(np.asarray(ids), minlength=LOGITS.size) / N
 
 
 def test_temperature_1_samples_the_softmax():
   np.testing.assert_allclose(_frequencies(1.0, 0, 1.0), np.exp(LOGITS), atol=0.015)
+
+
+def test_without_filters_the_sort_free_path_samples_the_same_distributions():
+  for t in (1.0, 0.5):
+    p = np.exp(LOGITS / t) / np.exp(LOGITS / t).sum()
+    np.testing.assert_allclose(_frequencies(t, 0, 1.0, any_filter=False), p, atol=0.015)
+  assert _frequencies(0.0, 0, 1.0, any_filter=False)[0] == 1.0  # greedy rows stay argmax
 
 
 def test_temperature_sharpens():
