@@ -48,6 +48,9 @@ class Completion:
   finish_reason: str
   prompt_tokens: int
   completion_tokens: int
+  # `choices[0].logprobs.content` when the request asked for log-probs: one entry per answer
+  # token, {token, logprob, id?, top_logprobs: [{token, logprob, id?}]} (`id`: our server's).
+  logprobs: tuple[dict, ...] | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -104,7 +107,42 @@ def _completion_from_body(key: str, body: bytes) -> Completion:
     raise _Retryable("malformed_response", f"{type(e).__name__}: {body[:120]!r}") from None
   if not isinstance(content, str):
     raise _Retryable("malformed_response", "message.content is not a string")
-  return Completion(key, content, finish_reason, prompt_tokens, completion_tokens)
+  logprobs = _token_logprobs(choice.get("logprobs"))
+  return Completion(key, content, finish_reason, prompt_tokens, completion_tokens, logprobs)
+
+
+def _alternative(entry) -> dict:
+  """{token, logprob, id?} of one chat log-prob entry (its `bytes` dropped); raises on a
+  malformed one."""
+  token, logprob = entry["token"], entry["logprob"]
+  if (
+      not isinstance(token, str)
+      or isinstance(logprob, bool)
+      or not isinstance(logprob, (int, float))
+  ):
+    raise TypeError(f"log-prob entry {str(entry)[:80]}")
+  out = {"token": token, "logprob": float(logprob)}
+  if isinstance(entry.get("id"), int) and not isinstance(entry["id"], bool):
+    out["id"] = entry["id"]
+  return out
+
+
+def _token_logprobs(logprobs) -> tuple[dict, ...] | None:
+  """The answer's per-token log-probs in the compact journal form, or None when not sent."""
+  if logprobs is None:
+    return None
+  try:
+    if logprobs["content"] is None:
+      return None
+    return tuple(
+        {
+            **_alternative(entry),
+            "top_logprobs": [_alternative(alt) for alt in entry.get("top_logprobs") or []],
+        }
+        for entry in logprobs["content"]
+    )
+  except (KeyError, TypeError, AttributeError) as e:
+    raise _Retryable("malformed_response", f"logprobs: {type(e).__name__}: {e}") from None
 
 
 def _remember_that_sniffio_is_missing() -> None:
@@ -257,12 +295,14 @@ class TeacherClient:
       return Failure(entry["key"], entry["reason"], entry["detail"])
     self.stats.prompt_tokens += entry["prompt_tokens"]
     self.stats.completion_tokens += entry["completion_tokens"]
+    logprobs = entry.get("logprobs")
     return Completion(
         entry["key"],
         entry["content"],
         entry["finish_reason"],
         entry["prompt_tokens"],
         entry["completion_tokens"],
+        None if logprobs is None else tuple(logprobs),
     )
 
   @staticmethod
@@ -274,15 +314,18 @@ class TeacherClient:
           "reason": outcome.reason,
           "detail": outcome.detail,
       }
-    return {
+    entry = {
         "key": outcome.key,
         "kind": "completion",
         **{
             f.name: getattr(outcome, f.name)
             for f in dataclasses.fields(Completion)
-            if f.name != "key"
+            if f.name not in ("key", "logprobs")
         },
     }
+    if outcome.logprobs is not None:  # absent otherwise: journal lines as before log-probs
+      entry["logprobs"] = list(outcome.logprobs)
+    return entry
 
   async def _send_with_retries(
       self, key: str, body: bytes, estimate: float

@@ -1,0 +1,383 @@
+"""Chat-time teacher log-probs, end to end over real loopback sockets: `distil-jax curate` (refine
+only, `top_logprobs = 5`) against `distil-jax serve` over a tiny float32 teacher, `prepare
+--require_teacher_logprobs`, `distil-jax chat-logits`. The chat store equals the white-box
+`teacher-logits` store at every answer position, lacks only the `<|im_end|>` one (kd_mask 0 in
+the joined batches), refuses an edited entry naming id and position, and trains offline KD whose
+first loss equals the float64 formula."""
+
+import json
+import shutil
+from pathlib import Path
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import distil_jax
+from distil_jax.cli import main as cli
+from distil_jax.curate.shards import read_shard, write_shards
+from distil_jax.data import make_iterator, shards, teacher_store
+from distil_jax.generate.chat import encode_text
+from distil_jax.serve import ServeConfig, start_server
+from distil_jax.testing.hf_models import make_hf_checkpoint
+
+ROOT = Path(__file__).resolve().parents[2]
+K, VOCAB = 5, 151_665  # no padding rows: the server's softmax runs over all the teacher's rows
+LOGPROB_ATOL = 2e-4  # the api-logits tolerance: float32 server forward vs white-box packed one
+INSTRUCTIONS = [
+    "Name a colour.",
+    "Say hello.",
+    "What is 2 + 2?",
+    "Give one word.",
+    "Count to three.",
+    "Pick a fruit.",
+    "Name a city.",
+    "Say yes or no.",
+]
+
+
+def _stopping_teacher(path: str, tok) -> str:
+  """A random float32 teacher (wide weights: well separated top-k) whose `<|im_end|>` LM-head row
+  w is solved so that its greedy answer to most instructions stops after 2 to 4 tokens: `<w, h>`
+  is 8 above the best other logit at that step and 8 below before it (linear conditions on a
+  32-wide row; an instruction whose conditions contradict the ones taken, e.g. a repeated state,
+  is left free). A random teacher would otherwise never stop."""
+  import torch  # noqa: PLC0415
+  from transformers import Qwen2ForCausalLM  # noqa: PLC0415
+
+  make_hf_checkpoint(
+      path,
+      vocab_size=VOCAB,
+      hidden_size=32,
+      intermediate_size=64,
+      num_attention_heads=4,
+      num_key_value_heads=2,
+      initializer_range=1.0,
+      max_position_embeddings=256,
+  )
+  model = Qwen2ForCausalLM.from_pretrained(path, torch_dtype=torch.float32).eval()
+  end = tok.convert_tokens_to_ids("<|im_end|>")
+  rows, targets = np.zeros((0, 32)), np.zeros(0)
+  with torch.no_grad():
+    for p, instruction in enumerate(INSTRUCTIONS):
+      text = tok.apply_chat_template(
+          [{"role": "user", "content": instruction}], tokenize=False, add_generation_prompt=True
+      )
+      ids = encode_text(tok, text)  # as `distil-jax serve` builds the prompt
+      states, best = [], []
+      for _ in range(5):  # the greedy answer without <|im_end|>
+        out = model(torch.tensor([ids]), output_hidden_states=True)
+        h, logits = out.hidden_states[-1][0, -1].double(), out.logits[0, -1].double()
+        np.testing.assert_allclose(  # the last hidden state is the final-normed one
+            (model.lm_head.weight.double() @ h)[:100].numpy(), logits[:100].numpy(), atol=1e-4
+        )
+        logits[end] = -np.inf
+        states.append(h.numpy())
+        best.append(float(logits.max()))
+        ids.append(int(logits.argmax()))
+      for stop_at in (2 + p % 3, 2, 3, 4):
+        r = np.concatenate([rows, np.stack(states[: stop_at + 1])])
+        t = np.concatenate([targets, np.asarray(best[:stop_at]) - 8.0, [best[stop_at] + 8.0]])
+        w = np.linalg.lstsq(r, t, rcond=None)[0]
+        if np.abs(r @ w - t).max() < 1e-6:
+          rows, targets = r, t
+          break
+    w = np.linalg.lstsq(rows, targets, rcond=None)[0]
+    model.lm_head.weight[end] = torch.as_tensor(w, dtype=torch.float32)
+  model.save_pretrained(path)
+  tok.save_pretrained(path)
+  return path
+
+
+def _curate(url: str, seeds: Path, workdir: Path) -> int:
+  overrides = {
+      "stages": "refine",
+      "num_output_shards": 1,
+      "refine.agent.top_logprobs": K,
+      "refine.agent.max_tokens": 8,
+      "refine.agent.temperature": 0.0,
+      "progress_interval_s": 0.5,
+  }
+  for name in ("teacher", "student"):
+    overrides.update(
+        {
+            f"endpoints.{name}.base_url": url,
+            f"endpoints.{name}.timeout_s": 300.0,
+            f"endpoints.{name}.max_attempts": 2,
+        }
+    )
+  return cli(
+      [
+          "curate",
+          "--config",
+          str(ROOT / "configs/curate/demo.py"),
+          "--workdir",
+          str(workdir),
+          "--input",
+          str(seeds),
+          *[f"--config.{k}={v}" for k, v in overrides.items()],
+      ]
+  )
+
+
+def _chat_logits(curated, data, output, *extra) -> int:
+  return cli(
+      [
+          "chat-logits",
+          "--curated",
+          str(curated),
+          "--data",
+          str(data),
+          "--output",
+          str(output),
+          "--logprob_dtype",
+          "float32",
+          "--unit_size",
+          "3",
+          *extra,
+      ]
+  )
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory, tok):
+  root = tmp_path_factory.mktemp("chatlp")
+  teacher = _stopping_teacher(str(root / "teacher"), tok)
+  seeds = root / "seeds.jsonl"
+  seeds.write_text("".join(json.dumps({"instruction": i}) + "\n" for i in INSTRUCTIONS))
+  server = start_server(
+      distil_jax.from_pretrained(teacher, dtype=jnp.float32),
+      tok,
+      port=0,
+      config=ServeConfig(served_model_names=("teacher",), strict_model_name=True, max_batch=8),
+  )
+  try:
+    assert _curate(server.url, seeds, root / "curated") == 0
+  finally:
+    server.stop()
+  data = root / "data"
+  assert (
+      cli(
+          [
+              "prepare",
+              "--input",
+              *map(str, sorted((root / "curated").glob("curated-*.array_record"))),
+              "--output",
+              str(data),
+              "--max_length",
+              "96",
+              "--require_teacher_logprobs",
+          ]
+      )
+      == 0
+  )
+  chat, white = root / "chat", root / "white"
+  assert _chat_logits(root / "curated", data, chat) == 0
+  white_args = [
+      "--teacher",
+      teacher,
+      "--data",
+      str(data),
+      "--output",
+      str(white),
+      "--top_k",
+      str(K),
+  ]
+  white_args += [
+      "--batch_size",
+      "2",
+      "--chunk",
+      "16",
+      "--dtype",
+      "float32",
+      "--logprob_dtype",
+      "float32",
+  ]
+  assert cli(["teacher-logits", *white_args]) == 0
+  return {"root": root, "data": data, "chat": chat, "white": white, "tok": tok}
+
+
+def _records(data: Path):
+  out = []
+  for s in shards.read_manifest(data)["shards"]:
+    out += [shards.decode_record(r) for r in shards.read_records(data / s["path"])]
+  return out
+
+
+def test_curated_records_carry_the_teachers_own_log_probs(setup):
+  records = read_shard(str(next((setup["root"] / "curated").glob("curated-*.array_record"))))
+  kept = [r for r in records if "teacher_logprobs" in r]
+  assert len(kept) >= 5, [r["id"] for r in records]  # greedy answers that stopped by themselves
+  for r in kept:
+    assert [m["role"] for m in r["messages"]] == ["user", "assistant"]
+    entries = r["teacher_logprobs"]
+    assert "".join(e["token"] for e in entries) == r["messages"][-1]["content"]
+    assert all(len(e["top_logprobs"]) == K and isinstance(e["id"], int) for e in entries)
+  prepared = shards.read_manifest(setup["data"])
+  assert prepared["counts"]["examples"] + prepared["counts"]["skipped"] == len(records)
+  assert set(prepared["skipped"]) <= {"teacher_logprobs_mismatch", "no_teacher_logprobs"}
+
+
+def test_chat_store_equals_the_white_box_store_at_every_answer_position(setup):
+  tok = setup["tok"]
+  end = tok.convert_tokens_to_ids("<|im_end|>")
+  chat, white = teacher_store.TeacherStore(setup["chat"]), teacher_store.TeacherStore(
+      setup["white"]
+  )
+  manifest = teacher_store.read_manifest(setup["chat"])
+  assert manifest["partial_positions"] is True and manifest["teacher"]["source"] == "chat"
+  assert manifest["top_k"] == K and manifest["chat"]["unscored_positions"] == len(white)
+  records = _records(setup["data"])
+  assert len(chat) == len(white) == len(records) >= 5
+  compared = 0
+  for index, (example_id, ids, _) in enumerate(records):
+    c, w = chat[index], white[index]
+    assert (c.example_id, c.num_tokens, c.sha256) == (w.example_id, w.num_tokens, w.sha256)
+    # every trained position but the last, which predicts <|im_end|>
+    np.testing.assert_array_equal(c.positions, w.positions[:-1])
+    assert ids[w.positions[-1] + 1] == end
+    np.testing.assert_array_equal(c.topk_ids, w.topk_ids[:-1])
+    np.testing.assert_allclose(c.topk_logprobs, w.topk_logprobs[:-1], rtol=0, atol=LOGPROB_ATOL)
+    compared += len(c.positions)
+  assert compared >= 10
+
+
+def test_joined_batches_give_the_unscored_im_end_kd_mask_zero(setup):
+  end = setup["tok"].convert_tokens_to_ids("<|im_end|>")
+  it = make_iterator(
+      setup["data"],
+      seq_len=128,
+      batch_size=2,
+      seed=1,
+      num_epochs=1,
+      teacher_store=setup["chat"],
+      prefetch_batches=0,
+  )
+  unscored = 0
+  for batch in it:
+    m, k = batch["loss_mask"] > 0, batch["kd_mask"]
+    np.testing.assert_array_equal(k[m & (batch["target_ids"] != end)], 1.0)
+    assert not k[~m].any() and not k[batch["target_ids"] == end].any()
+    unscored += int((m & (batch["target_ids"] == end)).sum())
+    assert not batch["topk_ids"][(m & (k == 0))].any()
+  assert unscored > 0
+
+
+def _edited_curated(setup, tmp_path, edit):
+  """A copy of the curated shard whose first record with log-probs is edited by `edit`."""
+  src = next((setup["root"] / "curated").glob("curated-*.array_record"))
+  records = read_shard(str(src))
+  first = next(r for r in records if "teacher_logprobs" in r)
+  edit(first)
+  out = tmp_path / "curated"
+  write_shards(str(out), records, 1)
+  return out, first["id"]
+
+
+def test_an_entry_that_re_tokenises_differently_is_refused_naming_id_and_position(
+    setup, tmp_path, capsys
+):
+  """Entry 1 now reports another token: `chat-logits` on the old data refuses naming the id
+  and the store position; `prepare --require_teacher_logprobs` drops the record."""
+  tok = setup["tok"]
+
+  def edit(record):
+    entry = record["teacher_logprobs"][1]
+    other = (entry["id"] + 1) % 1000
+    entry.update(id=other, token=tok.decode([other]))
+
+  curated, example_id = _edited_curated(setup, tmp_path, edit)
+  assert _chat_logits(curated, setup["data"], tmp_path / "store") == 2
+  err = capsys.readouterr().err
+  records = _records(setup["data"])
+  index = next(i for i, r in enumerate(records) if r[0] == example_id)
+  position = int(np.flatnonzero(records[index][2])[0])  # answer token 1 is predicted there
+  assert f"example {example_id!r} (record {index}), position {position} (answer token 1)" in err
+  assert "re-tokenises to other ids" in err and len(err.strip().splitlines()) == 1
+  assert not (tmp_path / "store" / "manifest.json").exists()
+
+  assert (
+      cli(
+          [
+              "prepare",
+              "--input",
+              *map(str, sorted(curated.glob("*.array_record"))),
+              "--output",
+              str(tmp_path / "data"),
+              "--max_length",
+              "96",
+              "--require_teacher_logprobs",
+          ]
+      )
+      == 0
+  )
+  out = capsys.readouterr().out
+  assert "teacher_logprobs_mismatch" in out
+  assert example_id not in {r[0] for r in _records(tmp_path / "data")}
+
+
+@pytest.mark.slow  # ~40 s: a train run (compiles the step)
+def test_offline_kd_on_the_partial_store_runs_and_its_first_loss_is_the_float64_formula(
+    setup, tmp_path
+):
+  """One step at learning rate 0, so the saved student is the one the loss was computed with:
+  L = (1/N) sum m [k((1-a) CE + a KD) + (1-k) CE] on the very batch the run drew."""
+  workdir = tmp_path / "run"
+  args = [
+      "train",
+      "--config",
+      str(ROOT / "configs/kd/tiny_offline.py"),
+      "--workdir",
+      str(workdir),
+      f"--config.data.path={setup['data']}",
+      f"--config.data.teacher_store={setup['chat']}",
+      "--config.steps=1",
+      "--config.data.batch_size=8",
+      "--config.data.seq_len=64",
+      "--config.log_every=1",
+      "--config.optim.lr=0.0",
+      "--config.optim.warmup_steps=0",
+      "--config.checkpoint.every_steps=1",
+      "--config.checkpoint.async_save=False",
+      "--no_progress",
+  ]
+  assert cli(args) == 0
+  rows = [json.loads(line) for line in open(workdir / "metrics.jsonl")]
+  assert rows[0]["step"] == 1 and rows[0]["kd_tokens"] < rows[0]["tokens"]
+  batch = next(
+      make_iterator(
+          setup["data"],
+          seq_len=64,
+          batch_size=8,  # the tests' 8 CPU devices split the batch
+          seed=0,
+          teacher_store=setup["chat"],
+          num_epochs=None,
+          prefetch_batches=0,
+      )
+  )
+  student = distil_jax.open_model(str(workdir))
+  s = np.asarray(
+      student(
+          jnp.asarray(batch["input_ids"]),
+          jnp.asarray(batch["positions"]),
+          jnp.asarray(batch["segment_ids"]),
+      ),
+      np.float64,
+  )
+
+  def log_softmax(x):
+    x = x - x.max(-1, keepdims=True)
+    return x - np.log(np.exp(x).sum(-1, keepdims=True))
+
+  m, k = batch["loss_mask"].astype(np.float64), batch["kd_mask"].astype(np.float64)
+  ce = -np.take_along_axis(log_softmax(s), batch["target_ids"][..., None], -1)[..., 0]
+  # KD compares over the tokenizer's real tokens (`train` sets vocab_columns from the data).
+  logq = log_softmax(s[..., :VOCAB])
+  logp = batch["topk_logprobs"].astype(np.float64)
+  kd = (np.exp(logp) * (logp - np.take_along_axis(logq, batch["topk_ids"], -1))).sum(-1)
+  kd = np.where(m * k > 0, kd, 0.0)
+  n, n_kd = m.sum(), (m * k).sum()
+  want = (m * (k * (0.5 * ce + 0.5 * kd) + (1 - k) * ce)).sum() / n
+  assert rows[0]["tokens"] == n and rows[0]["kd_tokens"] == n_kd
+  np.testing.assert_allclose(rows[0]["loss"], want, rtol=2e-5)
+  np.testing.assert_allclose(rows[0]["kd"], (m * k * kd).sum() / n_kd, rtol=2e-5)
