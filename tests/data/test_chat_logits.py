@@ -6,7 +6,9 @@ the joined batches), refuses an edited entry naming id and position, and trains 
 first loss equals the float64 formula."""
 
 import json
-import shutil
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import jax.numpy as jnp
@@ -155,6 +157,11 @@ def setup(tmp_path_factory, tok):
     assert _curate(server.url, seeds, root / "curated") == 0
   finally:
     server.stop()
+  shard = next((root / "curated").glob("curated-*.array_record"))
+  first = shard.read_bytes()
+  # A rerun with the server gone answers every request, log-probs included, from the journal.
+  assert _curate(server.url, seeds, root / "curated") == 0
+  assert shard.read_bytes() == first
   data = root / "data"
   assert (
       cli(
@@ -381,3 +388,16 @@ def test_offline_kd_on_the_partial_store_runs_and_its_first_loss_is_the_float64_
   assert rows[0]["tokens"] == n and rows[0]["kd_tokens"] == n_kd
   np.testing.assert_allclose(rows[0]["loss"], want, rtol=2e-5)
   np.testing.assert_allclose(rows[0]["kd"], (m * k * kd).sum() / n_kd, rtol=2e-5)
+
+
+def test_the_converter_runs_without_importing_jax(setup, tmp_path):
+  code = (
+      "import sys; from distil_jax.cli import main; "
+      f"assert main(['chat-logits', '--curated', {str(setup['root'] / 'curated')!r}, "
+      f"'--data', {str(setup['data'])!r}, '--output', {str(tmp_path / 'store')!r}]) == 0; "
+      "assert not any(m.split('.')[0] in ('jax', 'flax') for m in sys.modules)"
+  )
+  subprocess.run(
+      [sys.executable, "-c", code], check=True, env={**os.environ, "PYTHONPATH": str(ROOT)}
+  )
+  assert teacher_store.read_manifest(tmp_path / "store")["partial_positions"] is True
