@@ -401,3 +401,59 @@ def test_the_converter_runs_without_importing_jax(setup, tmp_path):
       [sys.executable, "-c", code], check=True, env={**os.environ, "PYTHONPATH": str(ROOT)}
   )
   assert teacher_store.read_manifest(tmp_path / "store")["partial_positions"] is True
+
+
+def _copy_store(src: Path, dst: Path, drop_row=None, partial=True) -> Path:
+  """The store at `src` rewritten to `dst`: `drop_row(rec)` -> a row of each record to leave
+  out (None: keep all), the manifest flag as given."""
+  manifest = teacher_store.read_manifest(src)
+  settings = {k: manifest[k] for k in json.loads((src / teacher_store.SETTINGS).read_text())}
+  settings["partial_positions"] = partial
+  dst.mkdir()
+  teacher_store.begin_store(dst, settings)
+  store = teacher_store.TeacherStore(src)
+  writer = teacher_store.UnitWriter(dst, 0, 0, len(store))
+  for index in range(len(store)):
+    rec = store[index]
+    row = drop_row(rec) if drop_row else None
+    if row is not None:
+      keep = np.arange(len(rec.positions)) != row
+      rec = teacher_store.StoreRecord(
+          rec.example_id,
+          rec.index,
+          rec.sha256,
+          rec.num_tokens,
+          rec.positions[keep],
+          rec.topk_ids[keep],
+          rec.topk_logprobs[keep],
+          rec.tail[keep],
+      )
+    writer.write(rec)
+  writer.finish()
+  teacher_store.finish_store(dst, 1)
+  return dst
+
+
+def _join_all(data, store):
+  for _ in make_iterator(
+      data, seq_len=128, batch_size=2, seed=1, num_epochs=1, teacher_store=store, prefetch_batches=0
+  ):
+    pass
+
+
+def test_the_join_refuses_any_other_missing_position(setup, tmp_path):
+  """Without the partial flag the missing `<|im_end|>` position is refused; with it, a store
+  that also lacks the first answer position is refused, naming the example and position."""
+  records = _records(setup["data"])
+  complete = _copy_store(setup["chat"], tmp_path / "unflagged", partial=False)
+  with pytest.raises(ValueError, match=r"has no distribution at position \d+"):
+    _join_all(setup["data"], complete)
+  holed = _copy_store(setup["chat"], tmp_path / "holed", drop_row=lambda rec: 0)
+  with pytest.raises(ValueError) as e:
+    _join_all(setup["data"], holed)
+  example_id, _, mask = next(r for r in records if r[0] in str(e.value))
+  first = int(np.flatnonzero(mask)[0]) - 1  # the position predicting answer token 0
+  assert f"example {example_id!r}" in str(e.value)
+  assert f"has no distribution at position {first} " in str(e.value)
+  assert "a partial store may lack only the final trained position" in str(e.value)
+  _join_all(setup["data"], _copy_store(setup["chat"], tmp_path / "same"))  # the copy itself joins
