@@ -33,6 +33,7 @@ import zlib
 import httpcore
 
 from distil_jax.curate import retry
+from distil_jax.curate.chat_logprobs import MalformedLogprobs, token_logprobs
 from distil_jax.curate.config import EndpointConfig
 from distil_jax.curate.journal import Journal, request_key
 from distil_jax.curate.rate_limit import TokenBucket
@@ -107,42 +108,11 @@ def _completion_from_body(key: str, body: bytes) -> Completion:
     raise _Retryable("malformed_response", f"{type(e).__name__}: {body[:120]!r}") from None
   if not isinstance(content, str):
     raise _Retryable("malformed_response", "message.content is not a string")
-  logprobs = _token_logprobs(choice.get("logprobs"))
-  return Completion(key, content, finish_reason, prompt_tokens, completion_tokens, logprobs)
-
-
-def _alternative(entry) -> dict:
-  """{token, logprob, id?} of one chat log-prob entry (its `bytes` dropped); raises on a
-  malformed one."""
-  token, logprob = entry["token"], entry["logprob"]
-  if (
-      not isinstance(token, str)
-      or isinstance(logprob, bool)
-      or not isinstance(logprob, (int, float))
-  ):
-    raise TypeError(f"log-prob entry {str(entry)[:80]}")
-  out = {"token": token, "logprob": float(logprob)}
-  if isinstance(entry.get("id"), int) and not isinstance(entry["id"], bool):
-    out["id"] = entry["id"]
-  return out
-
-
-def _token_logprobs(logprobs) -> tuple[dict, ...] | None:
-  """The answer's per-token log-probs in the compact journal form, or None when not sent."""
-  if logprobs is None:
-    return None
   try:
-    if logprobs["content"] is None:
-      return None
-    return tuple(
-        {
-            **_alternative(entry),
-            "top_logprobs": [_alternative(alt) for alt in entry.get("top_logprobs") or []],
-        }
-        for entry in logprobs["content"]
-    )
-  except (KeyError, TypeError, AttributeError) as e:
-    raise _Retryable("malformed_response", f"logprobs: {type(e).__name__}: {e}") from None
+    logprobs = token_logprobs(choice.get("logprobs"))
+  except MalformedLogprobs as e:
+    raise _Retryable("malformed_response", str(e)) from None
+  return Completion(key, content, finish_reason, prompt_tokens, completion_tokens, logprobs)
 
 
 def _remember_that_sniffio_is_missing() -> None:

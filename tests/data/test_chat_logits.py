@@ -19,9 +19,8 @@ import distil_jax
 from distil_jax.cli import main as cli
 from distil_jax.curate.shards import read_shard, write_shards
 from distil_jax.data import make_iterator, shards, teacher_store
-from distil_jax.generate.chat import encode_text
 from distil_jax.serve import ServeConfig, start_server
-from distil_jax.testing.hf_models import make_hf_checkpoint
+from distil_jax.testing.hf_models import make_stopping_teacher
 
 ROOT = Path(__file__).resolve().parents[2]
 K, VOCAB = 5, 151_665  # no padding rows: the server's softmax runs over all the teacher's rows
@@ -36,59 +35,6 @@ INSTRUCTIONS = [
     "Name a city.",
     "Say yes or no.",
 ]
-
-
-def _stopping_teacher(path: str, tok) -> str:
-  """A random float32 teacher (wide weights: well separated top-k) whose `<|im_end|>` LM-head row
-  w is solved so that its greedy answer to most instructions stops after 2 to 4 tokens: `<w, h>`
-  is 8 above the best other logit at that step and 8 below before it (linear conditions on a
-  32-wide row; an instruction whose conditions contradict the ones taken, e.g. a repeated state,
-  is left free). A random teacher would otherwise never stop."""
-  import torch  # noqa: PLC0415
-  from transformers import Qwen2ForCausalLM  # noqa: PLC0415
-
-  make_hf_checkpoint(
-      path,
-      vocab_size=VOCAB,
-      hidden_size=32,
-      intermediate_size=64,
-      num_attention_heads=4,
-      num_key_value_heads=2,
-      initializer_range=1.0,
-      max_position_embeddings=256,
-  )
-  model = Qwen2ForCausalLM.from_pretrained(path, torch_dtype=torch.float32).eval()
-  end = tok.convert_tokens_to_ids("<|im_end|>")
-  rows, targets = np.zeros((0, 32)), np.zeros(0)
-  with torch.no_grad():
-    for p, instruction in enumerate(INSTRUCTIONS):
-      text = tok.apply_chat_template(
-          [{"role": "user", "content": instruction}], tokenize=False, add_generation_prompt=True
-      )
-      ids = encode_text(tok, text)  # as `distil-jax serve` builds the prompt
-      states, best = [], []
-      for _ in range(5):  # the greedy answer without <|im_end|>
-        out = model(torch.tensor([ids]), output_hidden_states=True)
-        h, logits = out.hidden_states[-1][0, -1].double(), out.logits[0, -1].double()
-        np.testing.assert_allclose(  # the last hidden state is the final-normed one
-            (model.lm_head.weight.double() @ h)[:100].numpy(), logits[:100].numpy(), atol=1e-4
-        )
-        logits[end] = -np.inf
-        states.append(h.numpy())
-        best.append(float(logits.max()))
-        ids.append(int(logits.argmax()))
-      for stop_at in (2 + p % 3, 2, 3, 4):
-        r = np.concatenate([rows, np.stack(states[: stop_at + 1])])
-        t = np.concatenate([targets, np.asarray(best[:stop_at]) - 8.0, [best[stop_at] + 8.0]])
-        w = np.linalg.lstsq(r, t, rcond=None)[0]
-        if np.abs(r @ w - t).max() < 1e-6:
-          rows, targets = r, t
-          break
-    w = np.linalg.lstsq(rows, targets, rcond=None)[0]
-    model.lm_head.weight[end] = torch.as_tensor(w, dtype=torch.float32)
-  model.save_pretrained(path)
-  tok.save_pretrained(path)
-  return path
 
 
 def _curate(url: str, seeds: Path, workdir: Path) -> int:
@@ -144,7 +90,7 @@ def _chat_logits(curated, data, output, *extra) -> int:
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory, tok):
   root = tmp_path_factory.mktemp("chatlp")
-  teacher = _stopping_teacher(str(root / "teacher"), tok)
+  teacher = make_stopping_teacher(str(root / "teacher"), tok, INSTRUCTIONS, vocab_size=VOCAB)
   seeds = root / "seeds.jsonl"
   seeds.write_text("".join(json.dumps({"instruction": i}) + "\n" for i in INSTRUCTIONS))
   server = start_server(
