@@ -18,6 +18,7 @@ COMMANDS = {
     "prepare": "chat JSONL / curated shards -> tokenized ArrayRecord shards",
     "teacher-logits": "a teacher's top-k log-probs on prepared shards -> an offline KD store",
     "api-logits": "an OpenAI-compatible endpoint's prompt top-k log-probs -> an offline KD store",
+    "chat-logits": "curated chat-time top-k log-probs (refine.agent.top_logprobs) -> an offline KD store",
     "train": "SFT / distillation / DPO from an ml-collections config",
     "bench": "throughput benchmark of a train step or of decoding",
     "curate": "teacher-agent curation pipeline over OpenAI-compatible APIs",

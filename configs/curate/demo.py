@@ -40,6 +40,7 @@ def agent(
     temperature: float = 0.0,
     max_tokens: int = 1024,
     on_reject: str = "drop",
+    top_logprobs: int = 0,
 ):
   return ml_collections.ConfigDict(
       dict(
@@ -48,6 +49,8 @@ def agent(
           top_p=1.0,
           max_tokens=max_tokens,
           on_reject=on_reject,
+          # refine only: > 0 asks for the answer's top-k chat log-probs (docs/chatlp.md)
+          top_logprobs=top_logprobs,
       )
   )
 

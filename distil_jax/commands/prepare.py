@@ -43,6 +43,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
       action="store_true",
       help="stop at the first bad record (naming file and line) instead of skipping",
   )
+  parser.add_argument(
+      "--require_teacher_logprobs",
+      action="store_true",
+      help="keep only curated records whose teacher_logprobs re-tokenise to their content "
+      "(for `distil-jax chat-logits`); the others are skipped and counted",
+  )
   parser.add_argument("--shard_size", type=int, default=10_000, help="examples per shard")
   parser.add_argument("--overwrite", action="store_true", help="replace a non-empty --output")
 
@@ -60,6 +66,7 @@ def run(args: argparse.Namespace) -> int:
         strict=args.strict,
         shard_size=args.shard_size,
         overwrite=args.overwrite,
+        require_teacher_logprobs=args.require_teacher_logprobs,
     )
   except PrepareError as e:
     print(f"distil-jax prepare: error: {e}", file=sys.stderr)

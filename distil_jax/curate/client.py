@@ -33,6 +33,7 @@ import zlib
 import httpcore
 
 from distil_jax.curate import retry
+from distil_jax.curate.chat_logprobs import MalformedLogprobs, token_logprobs
 from distil_jax.curate.config import EndpointConfig
 from distil_jax.curate.journal import Journal, request_key
 from distil_jax.curate.rate_limit import TokenBucket
@@ -48,6 +49,9 @@ class Completion:
   finish_reason: str
   prompt_tokens: int
   completion_tokens: int
+  # `choices[0].logprobs.content` when the request asked for log-probs: one entry per answer
+  # token, {token, logprob, id?, top_logprobs: [{token, logprob, id?}]} (`id`: our server's).
+  logprobs: tuple[dict, ...] | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -104,7 +108,11 @@ def _completion_from_body(key: str, body: bytes) -> Completion:
     raise _Retryable("malformed_response", f"{type(e).__name__}: {body[:120]!r}") from None
   if not isinstance(content, str):
     raise _Retryable("malformed_response", "message.content is not a string")
-  return Completion(key, content, finish_reason, prompt_tokens, completion_tokens)
+  try:
+    logprobs = token_logprobs(choice.get("logprobs"))
+  except MalformedLogprobs as e:
+    raise _Retryable("malformed_response", str(e)) from None
+  return Completion(key, content, finish_reason, prompt_tokens, completion_tokens, logprobs)
 
 
 def _remember_that_sniffio_is_missing() -> None:
@@ -257,12 +265,14 @@ class TeacherClient:
       return Failure(entry["key"], entry["reason"], entry["detail"])
     self.stats.prompt_tokens += entry["prompt_tokens"]
     self.stats.completion_tokens += entry["completion_tokens"]
+    logprobs = entry.get("logprobs")
     return Completion(
         entry["key"],
         entry["content"],
         entry["finish_reason"],
         entry["prompt_tokens"],
         entry["completion_tokens"],
+        None if logprobs is None else tuple(logprobs),
     )
 
   @staticmethod
@@ -274,15 +284,18 @@ class TeacherClient:
           "reason": outcome.reason,
           "detail": outcome.detail,
       }
-    return {
+    entry = {
         "key": outcome.key,
         "kind": "completion",
         **{
             f.name: getattr(outcome, f.name)
             for f in dataclasses.fields(Completion)
-            if f.name != "key"
+            if f.name not in ("key", "logprobs")
         },
     }
+    if outcome.logprobs is not None:  # absent otherwise: journal lines as before log-probs
+      entry["logprobs"] = list(outcome.logprobs)
+    return entry
 
   async def _send_with_retries(
       self, key: str, body: bytes, estimate: float

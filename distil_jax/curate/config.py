@@ -59,9 +59,17 @@ class AgentConfig:
   top_p: float
   max_tokens: int
   on_reject: OnReject
+  # > 0: ask for the top-k log-probs of every answer token (`logprobs`/`top_logprobs` of the chat
+  # API). The refine stage then sends the record's own conversation (docs/chatlp.md).
+  top_logprobs: int = 0
 
   def sampling(self) -> dict[str, Any]:
-    return {"temperature": self.temperature, "top_p": self.top_p, "max_tokens": self.max_tokens}
+    """What the request sends besides model and messages (and what its journal key hashes):
+    without log-probs exactly what it was before they existed, so old journals still hit."""
+    sampling = {"temperature": self.temperature, "top_p": self.top_p, "max_tokens": self.max_tokens}
+    if self.top_logprobs > 0:
+      sampling.update(logprobs=True, top_logprobs=self.top_logprobs)
+    return sampling
 
 
 @dataclasses.dataclass(frozen=True)
@@ -159,6 +167,8 @@ def _agent(cd) -> AgentConfig:
       top_p=float(cd.top_p),
       max_tokens=int(cd.max_tokens),
       on_reject=OnReject(cd.on_reject),
+      # A config written before the key existed has none: no log-probs, as then.
+      top_logprobs=int(cd.get("top_logprobs", 0)),
   )
 
 
@@ -252,5 +262,8 @@ def _check_references(config: CurateConfig) -> None:
       and not config.judge.student_answers_path
   ):
     raise ValueError("judge stage needs judge.student.endpoint or judge.student_answers_path")
+  others = [a for a in agents if a is not config.refine.agent]
+  if any(a.top_logprobs for a in others) or config.refine.agent.top_logprobs < 0:
+    raise ValueError("top_logprobs: only refine.agent asks for log-probs, and K must be >= 0")
   if config.num_output_shards < 1:
     raise ValueError("num_output_shards must be >= 1")

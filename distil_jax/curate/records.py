@@ -23,8 +23,15 @@ class Record:
   agents: tuple[str, ...] = ()  # agents that touched it, in order
   scores: tuple[tuple[str, float], ...] = ()
   student_response: str = ""  # the student's answer the judge compared (for preference pairs)
+  # The teacher's chat log-probs of `response`, one entry per answer token, given exactly this
+  # record's conversation (`refine` with top_logprobs > 0; see `Completion.logprobs`).
+  teacher_logprobs: tuple[dict, ...] | None = None
 
   def touched_by(self, agent: str, **changes) -> "Record":
+    """This record with `changes`, `agent` appended to its lineage. Changing the conversation
+    drops `teacher_logprobs` (they were computed on the old one) unless new ones are given."""
+    if "teacher_logprobs" not in changes and {"system", "instruction", "response"} & set(changes):
+      changes["teacher_logprobs"] = None
     return dataclasses.replace(self, agents=self.agents + (agent,), **changes)
 
   def with_scores(self, **scores: float) -> "Record":
@@ -43,7 +50,10 @@ class Record:
         "task": self.task,
         "language": self.language,
     }
-    return {"id": self.id, "messages": messages, "lineage": lineage}
+    out = {"id": self.id, "messages": messages, "lineage": lineage}
+    if self.teacher_logprobs is not None:
+      out["teacher_logprobs"] = list(self.teacher_logprobs)
+    return out
 
 
 class SeedError(ValueError):

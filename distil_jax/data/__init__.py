@@ -2,14 +2,15 @@
 
 Public API (resolved lazily, so `prepare` never imports grain and nothing here imports JAX):
 - `prepare_dataset(inputs, output, *, tokenizer=None, max_length=2048, overlong="truncate",
-  strict=False, shard_size=10_000, overwrite=False) -> manifest dict`
+  strict=False, shard_size=10_000, overwrite=False, require_teacher_logprobs=False) -> manifest
+  dict`
 - `read_manifest(directory) -> dict`
 - `make_dataset(data_dir, *, seq_len, batch_size, seed=0, shard_index=0, shard_count=1, ...)`
   -> grain `IterDataset` of batches; `make_iterator(data_dir, **same)` -> its checkpointable
   iterator. Batches follow DEVELOPERS.md: `input_ids`, `target_ids`, `loss_mask`,
   `segment_ids`, `positions`, `example_index` (global record index, -1 on padding), all
   `[batch_size, seq_len]`; with `teacher_store=STORE_DIR` also `topk_ids`, `topk_logprobs`
-  `[batch_size, seq_len, K]` and `topk_tail` (see `teacher_join`).
+  `[batch_size, seq_len, K]`, `topk_tail` and `kd_mask` (see `teacher_join`).
 - `ChatEncoder(tokenizer).encode(conversations) -> [(ids, assistant_mask)]`.
 """
 

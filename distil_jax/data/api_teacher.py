@@ -126,6 +126,42 @@ def prompt_length(ids: np.ndarray, positions: np.ndarray) -> int:
   return int(positions[-1]) + 2 if len(positions) else min(len(ids), 1)
 
 
+def alternative_id(token_map: TokenMap, s: str, lp, where: str) -> int:
+  """The id (or AMBIGUOUS) of alternative `s` at log-prob `lp`; EchoError, naming `where`, for
+  a string no id decodes to (another tokenizer) or a value that is no log-probability."""
+  i = token_map.lookup(s)
+  if i is None:
+    raise EchoError(
+        f"{where}: alternative {s!r} is no token of the data's tokenizer (the server uses "
+        "another one)"
+    )
+  if isinstance(lp, bool) or not isinstance(lp, (int, float)) or math.isnan(lp) or lp > 1e-6:
+    raise EchoError(f"{where}: log-prob {lp!r} of {s!r} is not a log-probability")
+  return i
+
+
+def top_k_row(
+    kept: dict[int, float], top_k: int, vocab_size: int, counts: Counts
+) -> tuple[np.ndarray, np.ndarray, float]:
+  """(ids int32 [K], log-probs float64 [K], tail) of one position from its mappable
+  alternatives {id: log-prob}: the best K, padded with distinct unused ids at -inf; `counts`
+  adds what was kept and padded."""
+  ids, lps = np.zeros(top_k, np.int32), np.full(top_k, -np.inf, np.float64)
+  best = sorted(kept.items(), key=lambda kv: (-kv[1], kv[0]))[:top_k]
+  for j, (i, lp) in enumerate(best):
+    ids[j], lps[j] = i, min(lp, 0.0)
+  counts.alternatives_kept += len(best)
+  if len(best) < top_k:
+    counts.positions_padded += 1
+    counts.padded_slots += top_k - len(best)
+    used = {i for i, _ in best}
+    spare = (i for i in range(vocab_size) if i not in used)
+    for j in range(len(best), top_k):
+      ids[j] = next(spare)
+  mass = float(np.exp(lps).sum())
+  return ids, lps, math.log1p(-mass) if mass < 1.0 else -math.inf
+
+
 def to_record(
     answer: dict,
     *,
@@ -177,34 +213,12 @@ def to_record(
       )
     kept: dict[int, float] = {}
     for s, lp in entry.items():
-      i = token_map.lookup(s)
-      if i is None:
-        raise EchoError(
-            f"{where}: {name}, position {t + 1}: alternative {s!r} is no "
-            "token of the data's tokenizer (the server uses another one)"
-        )
-      if not isinstance(lp, (int, float)) or math.isnan(lp) or lp > 1e-6:
-        raise EchoError(
-            f"{where}: {name}, position {t + 1}: log-prob {lp!r} of {s!r} "
-            "is not a log-probability"
-        )
+      i = alternative_id(token_map, s, lp, f"{where}: {name}, position {t + 1}")
       if i == AMBIGUOUS:
         counts.alternatives_ambiguous += 1
       else:
         kept[i] = max(float(lp), kept.get(i, -math.inf))
-    best = sorted(kept.items(), key=lambda kv: (-kv[1], kv[0]))[:top_k]
-    for j, (i, lp) in enumerate(best):
-      out_ids[row, j], out_lp[row, j] = i, min(lp, 0.0)
-    counts.alternatives_kept += len(best)
-    if len(best) < top_k:
-      counts.positions_padded += 1
-      counts.padded_slots += top_k - len(best)
-      used = {i for i, _ in best}
-      spare = (i for i in range(token_map.vocab_size) if i not in used)
-      for j in range(len(best), top_k):
-        out_ids[row, j] = next(spare)
-    mass = float(np.exp(out_lp[row]).sum())
-    tail[row] = math.log1p(-mass) if mass < 1.0 else -math.inf
+    out_ids[row], out_lp[row], tail[row] = top_k_row(kept, top_k, token_map.vocab_size, counts)
   rec = teacher_store.StoreRecord(
       example_id=example_id,
       index=index,

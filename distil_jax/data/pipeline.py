@@ -31,7 +31,7 @@ from distil_jax.data import shards
 
 FEATURES = ("input_ids", "target_ids", "loss_mask", "example_index")
 BATCH_KEYS = ("input_ids", "target_ids", "loss_mask", "segment_ids", "positions", "example_index")
-TEACHER_KEYS = ("topk_ids", "topk_logprobs", "topk_tail")
+TEACHER_KEYS = ("topk_ids", "topk_logprobs", "topk_tail", "kd_mask")
 
 
 class _IndexedRecords:
@@ -111,8 +111,9 @@ def make_dataset(
   `prefetch_batches` batches are packed ahead in a background thread, so packing overlaps
   the train step; the iterator state still points at the last batch handed out.
   `teacher_store`: a directory written by `distil-jax teacher-logits` over this data; every
-  batch then also holds `topk_ids` [B, L, K] int32, `topk_logprobs` [B, L, K] float32 and
-  `topk_tail` [B, L] float32 (zeros where `loss_mask` is 0), checked example by example.
+  batch then also holds `topk_ids` [B, L, K] int32, `topk_logprobs` [B, L, K] float32,
+  `topk_tail` [B, L] float32 (zeros where `loss_mask` is 0) and `kd_mask` [B, L] float32 (1 where
+  the store has the position), checked example by example.
   """
   if not 0 <= shard_index < shard_count:
     raise ValueError(f"shard_index {shard_index} outside [0, {shard_count})")

@@ -11,6 +11,12 @@ Over-long policy (`max_length`, in tokens of the rendered conversation):
 Bad records (see `formats`) are skipped and counted with their first few locations
 (`file:N`, N = 1-based line of a JSONL file or 1-based record of an ArrayRecord file), or,
 with `strict=True`, stop the run with a `PrepareError` naming file and line.
+
+`require_teacher_logprobs` (curated records of `refine.agent.top_logprobs > 0`, docs/chatlp.md)
+keeps only records whose `teacher_logprobs` entries re-tokenise to exactly the content's token
+ids (`chat_teacher.first_mismatch`, on the untruncated example); the others are skipped as
+`no_teacher_logprobs` or `teacher_logprobs_mismatch`, so the data and the `chat-logits` store
+built from it stay one record per record.
 """
 
 from __future__ import annotations
@@ -49,6 +55,7 @@ def prepare_dataset(
     strict: bool = False,
     shard_size: int = 10_000,
     overwrite: bool = False,
+    require_teacher_logprobs: bool = False,
 ) -> dict:
   """Tokenizes `inputs` (`*.jsonl` or `*.array_record`) into `output`; returns the manifest.
 
@@ -75,7 +82,16 @@ def prepare_dataset(
   tmp.mkdir()
   _chmod_like_mkdir(tmp)
   try:
-    manifest = _Run(tokenizer, tmp, max_length, overlong, strict, shard_size).run(inputs)
+    run = _Run(tokenizer, tmp, max_length, overlong, strict, shard_size)
+    if require_teacher_logprobs:
+      from distil_jax.data.api_teacher import TokenMap  # noqa: PLC0415 (decodes the vocabulary)
+
+      run.token_map = TokenMap.cached(
+          tokenizer, len(tokenizer), tokenizer_lib.tokenizer_fingerprint(tokenizer)
+      )
+    manifest = run.run(inputs)
+    if require_teacher_logprobs:
+      manifest["require_teacher_logprobs"] = True
     if not manifest["counts"]["examples"]:
       reasons = ", ".join(
           f"{n['count']} {r} (first at {n['first'][0]})" for r, n in manifest["skipped"].items()
@@ -120,6 +136,7 @@ class _Run:
     self.truncated = 0
     self.seen_ids: set[str] = set()
     self.duplicate_ids = 0
+    self.token_map = None  # set: keep only records whose teacher_logprobs fit their tokens
 
   def run(self, inputs: list[Path]) -> dict:
     started = time.time()
@@ -134,7 +151,8 @@ class _Run:
         except formats.BadExample as e:
           self._skip(e.reason, location, e.detail)
           continue
-        pending.append((location, formats.example_id(record, messages), messages))
+        example_id = formats.example_id(record, messages)
+        pending.append((location, example_id, messages, record.get("teacher_logprobs")))
         if len(pending) >= _ENCODE_BATCH:
           self._flush(pending)
       self._flush(pending)
@@ -150,8 +168,10 @@ class _Run:
     return self._manifest(sources, records_read, time.time() - started)
 
   def _flush(self, pending: list) -> None:
-    encoded = self.encoder.encode([messages for _, _, messages in pending])
-    for (location, example_id, _), (ids, mask) in zip(pending, encoded):
+    encoded = self.encoder.encode([messages for _, _, messages, _ in pending])
+    for (location, example_id, _, entries), (ids, mask) in zip(pending, encoded):
+      if self.token_map is not None and not self._fits(location, entries, ids, mask):
+        continue
       if ids.shape[0] > self.max_length:
         if self.overlong == "drop":
           self._skip("overlong", location, f"{ids.shape[0]} tokens > {self.max_length}")
@@ -173,6 +193,25 @@ class _Run:
       self.assistant_targets += int(mask[1:].sum())  # the first token is never a target
       self.targets_max = max(self.targets_max, int(mask[1:].sum()))
     pending.clear()
+
+  def _fits(self, location: str, entries, ids: np.ndarray, mask: np.ndarray) -> bool:
+    """Do the record's teacher log-prob entries realise its content tokens? Skips it if not."""
+    from distil_jax.data import chat_teacher  # noqa: PLC0415
+
+    if not entries or not isinstance(entries, list):
+      self._skip("no_teacher_logprobs", location, "the record has no teacher_logprobs entries")
+      return False
+    try:
+      start = chat_teacher.content_span(ids, mask, location)
+      bad = chat_teacher.first_mismatch(entries, ids, start, self.token_map)
+    except (chat_teacher.ChatLogprobError, KeyError, TypeError) as e:
+      self._skip("teacher_logprobs_mismatch", location, f"{type(e).__name__}: {e}")
+      return False
+    if bad is not None:
+      detail = chat_teacher.describe(entries, ids, start, bad, self.token_map)
+      self._skip("teacher_logprobs_mismatch", location, f"answer token {bad}: {detail}")
+      return False
+    return True
 
   def _skip(self, reason: str, location: str, detail: str) -> None:
     if self.strict:

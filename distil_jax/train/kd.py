@@ -1,22 +1,30 @@
 """Knowledge distillation: a teacher's logits and hidden states in the student's train step.
 
-    objective = (1 - alpha(s)) * CE / N  +  alpha(s) * KD / N  +  w_f * sum_l f_l(s) F_l / (n N)
+    objective = (1/N) sum_t m_t [ k_t ((1 - alpha(s)) CE_t + alpha(s) KD_t) + (1 - k_t) CE_t ]
+                +  w_f * sum_l f_l(s) F_l / (n N)
 
-over the N tokens `loss_mask` counts (the whole batch, all micro-batches), at optimizer step s:
-- CE = sum_t -log q(y_t), the SFT cross-entropy on the full student vocabulary;
-- KD = sum_t T(s)^2 D(p_t || q_t): the divergence (`divergences.Divergence`: forward KL, reverse
+over the N = sum_t m_t tokens `loss_mask` (m) counts (the whole batch, all micro-batches), at
+optimizer step s. k_t is `kd_mask` (offline source only, else 1): 1 where the teacher has a
+distribution at t, 0 where it has none (a partial store: a chat API scores no `<|im_end|>`), so
+an unscored position trains on its hard label at full weight; with k = 1 everywhere this is
+`(1 - alpha) CE / N + alpha KD / N`.
+- CE_t = -log q(y_t), the SFT cross-entropy on the full student vocabulary;
+- KD_t = T(s)^2 D(p_t || q_t): the divergence (`divergences.Divergence`: forward KL, reverse
   KL, JSD(beta)) between the teacher's and the student's distributions at the same position,
   both softened by T(s), over the vocabulary columns they share (`vocab_columns`). The teacher
   is either in the step (`source=online`: its hidden states, then its logits chunk by chunk
   beside the student's, optionally cut to its top-k) or read from the offline store
-  (`source=offline`: `topk_ids`, `topk_logprobs`, `topk_tail` batch fields); the mass outside a
-  top-k is treated as `tail` says (`divergences.TailTreatment`, formulas there);
+  (`source=offline`: `topk_ids`, `topk_logprobs`, `topk_tail`, `kd_mask` batch fields); the mass
+  outside a top-k is treated as `tail` says (`divergences.TailTreatment`, formulas there);
 - F_l = sum_t dist(P_l h^s_{a_l,t}, h^t_{b_l,t}): progressive hidden-state fusion over the n
   mapped layer pairs (a_l student layer, b_l teacher layer), P_l a learned projection from the
   student width to the teacher's (training-only: it lives in `TrainState.extra`, is
   checkpointed, never exported), dist the cosine distance or the MSE of RMS-normalised states,
   f_l(s) in [0, 1] the progressive schedule (the top pair enters first, see
   `kd_schedules.fusion_layer_weights`), w_f the fusion weight.
+The reported metrics: `ce` = sum_t m_t CE_t / N; `kd` = sum_t m_t k_t KD_t / N_kd over its own
+count `kd_tokens` N_kd = sum_t m_t k_t (= N online and for complete stores, so `kd` is the mean
+divergence over the positions that have a teacher, whatever the source).
 alpha(s) and T(s) follow constant (the start value throughout) / linear / cosine ramps from
 their start value at step 0 to their `_end` value at the last step. No [B, L, V] tensor of either model
 exists: the logits are formed chunk by chunk (`chunked.chunked_token_loss`), the gradient with
@@ -63,6 +71,9 @@ OFFLINE_FIELDS = {
     "topk_ids": FieldSpec(jnp.int32, ("batch", "seq", None)),
     "topk_logprobs": FieldSpec(jnp.float32, ("batch", "seq", None)),
     "topk_tail": FieldSpec(jnp.float32, ("batch", "seq")),
+    # 1 where the store has the position (the join fills it: equal to loss_mask > 0 for a
+    # complete store, 0 at the unscored `<|im_end|>` of a partial one).
+    "kd_mask": FieldSpec(jnp.float32, ("batch", "seq")),
 }
 
 
@@ -124,13 +135,15 @@ class _KDChunk:
           temperature=temperature,
           beta=self.beta,
       )
-    # A masked position may hold anything (padding, zeros for top-k): never let it reach the sum.
-    kd = jnp.where(m > 0, kd, 0.0)
+    k = inputs["kd_mask"] if self.source is Source.OFFLINE else jnp.ones_like(m)
+    # A masked or unscored position may hold anything (padding, zeros for top-k): never let it
+    # reach the sum.
+    kd = jnp.where(m * k > 0, kd, 0.0)
     alpha = consts["alpha"]
-    loss = jnp.sum(m * ((1.0 - alpha) * ce + alpha * kd))
+    loss = jnp.sum(m * ((1.0 - alpha * k) * ce + alpha * k * kd))
     return loss, {
         "ce": jnp.sum(m * ce),
-        "kd": jnp.sum(m * kd),
+        "kd": jnp.sum(m * k * kd),
         "accuracy": jnp.sum(m * token_correct(logits_BxCxV, targets)),
     }
 
@@ -167,7 +180,12 @@ class KDLoss(KDSettings):
   chunk: int = 512
   logits_dtype: Any = jnp.float32
   positions: int = 0  # >0: both LM heads only at each row's first K trained positions
-  normalisers = {"ce": "tokens", "kd": "tokens", "accuracy": "tokens", "fusion": "layer_tokens"}
+  normalisers = {
+      "ce": "tokens",
+      "kd": "kd_tokens",
+      "accuracy": "tokens",
+      "fusion": "layer_tokens",
+  }
 
   @property
   def frozen_models(self) -> tuple[str, ...]:
@@ -186,7 +204,9 @@ class KDLoss(KDSettings):
   def counts(self, batch, step):
     del step
     tokens = response_tokens(batch)
-    counts = {"tokens": tokens}
+    counts = {"tokens": tokens, "kd_tokens": tokens}
+    if self.source is Source.OFFLINE:
+      counts["kd_tokens"] = jnp.sum(batch["loss_mask"].astype(jnp.float32) * batch["kd_mask"])
     if self.fusion_weight > 0:
       counts["layer_tokens"] = tokens * self._pairs_count
     return counts

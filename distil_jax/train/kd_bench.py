@@ -76,6 +76,7 @@ def run_kd_bench(args, cfg) -> dict:
         np.log(rng.dirichlet(np.ones(k + 1), (B, L))[..., :k]), axis=-1
     )[..., ::-1].astype(np.float32)
     host["topk_tail"] = np.log1p(-np.exp(host["topk_logprobs"]).sum(-1)).astype(np.float32)
+    host["kd_mask"] = np.ones((B, L), np.float32)
   key = jax.device_put(jax.random.key(0), NamedSharding(mesh, PartitionSpec()))
   report = {
       "config": args.config,

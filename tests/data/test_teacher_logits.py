@@ -329,6 +329,8 @@ def test_joined_batches_hold_each_documents_teacher_top_k_after_shuffling_and_pa
     assert batch["topk_tail"].shape == (2, SEQ_LEN)
     untrained = batch["loss_mask"] == 0
     assert not batch["topk_ids"][untrained].any() and not batch["topk_tail"][untrained].any()
+    assert batch["kd_mask"].dtype == np.float32
+    np.testing.assert_array_equal(batch["kd_mask"], batch["loss_mask"] > 0)  # a complete store
     assert np.all(batch["example_index"][batch["segment_ids"] == 0] == -1)
     for row in range(2):
       seg = batch["segment_ids"][row]

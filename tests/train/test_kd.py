@@ -131,6 +131,7 @@ def _offline_fields(teacher, batch, k):
       "topk_ids": jnp.asarray(np.where(m[..., None], ids, 0), jnp.int32),
       "topk_logprobs": jnp.asarray(np.where(m[..., None], top, 0), jnp.float32),
       "topk_tail": jnp.asarray(np.where(m, tail, 0), jnp.float32),
+      "kd_mask": jnp.asarray(m, jnp.float32),
   }
 
 
@@ -153,6 +154,98 @@ def test_offline_top_k_equals_online_top_k_in_loss_and_gradients(models, batch, 
   np.testing.assert_allclose(v_off, v_on, rtol=1e-5)
   for a, b in zip(jax.tree.leaves(g_off), jax.tree.leaves(g_on)):
     np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-6)
+
+
+def _unscored(batch):
+  """A kd_mask with zeros at trained positions: the last trained position of every document (a
+  partial store's unscored `<|im_end|>`) and a few more."""
+  m = np.asarray(batch["loss_mask"]) > 0
+  k = m.copy()
+  seg = np.asarray(batch["segment_ids"])
+  for row in range(m.shape[0]):
+    for s in np.unique(seg[row][seg[row] > 0]):
+      trained = np.flatnonzero(m[row] & (seg[row] == s))
+      k[row, trained[-1]] = False
+      k[row, trained[:3]] = False
+  assert k.sum() < m.sum() and k.sum() > 0
+  return k.astype(np.float32)
+
+
+def test_partial_kd_mask_objective_and_gradients_equal_the_float64_formula(models, batch):
+  """L = (1/N) sum_t m_t [k_t ((1-a) CE_t + a KD_t) + (1-k_t) CE_t] with KD the forward KL of a
+  top-k teacher (tail ignored), N = sum m; `kd` is reported over sum m k. Checked on random
+  [B, L, D] states and a [D, V] head through the chunked path, gradients in h and w included,
+  against float64 NumPy with the analytic gradient, then through `KDLoss` on the model."""
+  student, teacher = models
+  alpha, K = 0.3, 8
+  fields = _offline_fields(teacher, batch, k=K)
+  k_BxL = _unscored(batch)
+  fields["kd_mask"] = jnp.asarray(k_BxL)
+  B, L = batch["input_ids"].shape
+  D, V = 24, STUDENT.vocab_size
+  rng = np.random.default_rng(5)
+  h = rng.normal(size=(B, L, D)).astype(np.float32)
+  w = (rng.normal(size=(D, V)) * 0.5).astype(np.float32)
+  chunk_fn = KDLoss(source=Source.OFFLINE, alpha=alpha)._chunk_fn(V)
+  inputs = {
+      "targets": batch["target_ids"],
+      "mask": batch["loss_mask"].astype(jnp.float32),
+      **{k: fields[k] for k in ("topk_ids", "topk_logprobs", "topk_tail", "kd_mask")},
+  }
+
+  def total(h, w):
+    out, sums = chunked_token_loss(
+        h, w, inputs, chunk_fn, chunk=16, consts={"alpha": jnp.float32(alpha)}
+    )
+    return out, sums
+
+  (got, sums), (dh, dw) = jax.value_and_grad(total, argnums=(0, 1), has_aux=True)(
+      jnp.asarray(h), jnp.asarray(w)
+  )
+
+  m = np.asarray(batch["loss_mask"], np.float64)
+  k = k_BxL.astype(np.float64)
+  y = np.asarray(batch["target_ids"])
+  ids = np.asarray(fields["topk_ids"])
+  logp = np.asarray(fields["topk_logprobs"], np.float64)
+  s = np.einsum("bld,dv->blv", h.astype(np.float64), w.astype(np.float64))
+  logq = _f64_log_softmax(s)
+  q = np.exp(logq)
+  ce = -np.take_along_axis(logq, y[..., None], -1)[..., 0]
+  p = np.exp(logp)
+  kd = (p * (logp - np.take_along_axis(logq, ids, -1))).sum(-1)
+  want = (m * (k * ((1 - alpha) * ce + alpha * kd) + (1 - k) * ce)).sum()
+  np.testing.assert_allclose(float(got), want, rtol=1e-5)
+  np.testing.assert_allclose(float(sums["kd"]), (m * k * kd).sum(), rtol=1e-5)
+  np.testing.assert_allclose(float(sums["ce"]), (m * ce).sum(), rtol=1e-5)
+  # d/ds: CE -> q - onehot(y); KD (tail ignored) -> (sum_k p_k) q - p scattered at the ids.
+  onehot = np.zeros_like(s)
+  np.put_along_axis(onehot, y[..., None], 1.0, -1)
+  sparse_p = np.zeros_like(s)
+  np.put_along_axis(sparse_p, ids, p, -1)
+  d_ce, d_kd = q - onehot, p.sum(-1, keepdims=True) * q - sparse_p
+  ds = m[..., None] * ((1 - alpha * k)[..., None] * d_ce + (alpha * k)[..., None] * d_kd)
+  np.testing.assert_allclose(
+      dh, np.einsum("blv,dv->bld", ds, w.astype(np.float64)), rtol=1e-4, atol=1e-6
+  )
+  np.testing.assert_allclose(
+      dw, np.einsum("bld,blv->dv", h.astype(np.float64), ds), rtol=1e-4, atol=1e-6
+  )
+
+  # Through the loss on the model: the objective is normalised by N, `kd` by sum m k.
+  offline = KDLoss(source=Source.OFFLINE, alpha=alpha, chunk=16)
+  objective, sums, counts = apply_loss(offline, student, dict(batch, **fields))
+  s = np.asarray(student(batch["input_ids"], batch["positions"], batch["segment_ids"]), np.float64)
+  logq = _f64_log_softmax(s)
+  ce = -np.take_along_axis(logq, y[..., None], -1)[..., 0]
+  kd = (p * (logp - np.take_along_axis(logq, ids, -1))).sum(-1)
+  n, n_kd = m.sum(), (m * k).sum()
+  np.testing.assert_allclose(float(counts["tokens"]), n)
+  np.testing.assert_allclose(float(counts["kd_tokens"]), n_kd)
+  want = (m * (k * ((1 - alpha) * ce + alpha * kd) + (1 - k) * ce)).sum() / n
+  np.testing.assert_allclose(float(objective), want, rtol=1e-5)
+  np.testing.assert_allclose(float(sums["kd"]) / n_kd, (m * k * kd).sum() / n_kd, rtol=1e-5)
+  assert offline.normalisers["kd"] == "kd_tokens"
 
 
 def _eqns(jaxpr):

@@ -104,6 +104,8 @@ def test_online_and_offline_kd_are_those_of_every_position(models, batch):
       topk_ids=jnp.asarray(rng.integers(0, STUDENT.vocab_size, shape + (5,)), jnp.int32),
       topk_logprobs=jnp.asarray(logp, jnp.float32),
       topk_tail=jnp.asarray(np.log1p(-np.exp(logp).sum(-1)), jnp.float32),
+      # a partial store: some trained positions have no teacher distribution
+      kd_mask=jnp.asarray(rng.random(shape) < 0.8, jnp.float32),
   )
   full = _value_and_grad(KDLoss(source=Source.OFFLINE, chunk=8), student, offline)
   _assert_same(
