@@ -10,12 +10,12 @@ import sys
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-RUNS = ("sft", "sft_more", "kd", "kd_offline", "fusion", "dpo")
+RUNS = ("sft", "sft_more", "kd", "kd_offline", "kd_chat", "fusion", "dpo")
 STAGES = (
     "world",
     "inits",
     "teacher",
-    "answers",
+    "curate",
     *RUNS,
     "check_export",
     "eval_teacher",
@@ -60,9 +60,15 @@ def test_every_stage_ran_and_left_its_outputs(demo_run):
   kd = _rows(work / "runs" / "kd" / "metrics.jsonl")
   fusion = _rows(work / "runs" / "fusion" / "metrics.jsonl")
   assert any("kd" in row for row in kd) and any("fusion" in row for row in fusion)
-  offline = _rows(work / "runs" / "kd_offline" / "metrics.jsonl")
-  assert any("kd" in row for row in offline)
+  for run in ("kd_offline", "kd_chat"):
+    assert any("kd" in row for row in _rows(work / "runs" / run / "metrics.jsonl")), run
   assert (work / "teacher_top10").is_dir() and (work / "pairs_ref").is_dir()
+  # curation: the served teacher answered, the rule judge graded, the store has its log-probs
+  stages = json.loads((work / "curated" / "manifest.json").read_text())["stages"]
+  assert [s["name"] for s in stages] == ["dedup", "refine", "judge"]
+  assert stages[-1]["out"] > 0
+  chat_store = json.loads((work / "teacher_chat_top10" / "manifest.json").read_text())
+  assert chat_store["partial_positions"] is True
   assert "max |logits difference|" in out
 
 
@@ -71,12 +77,12 @@ def test_table_has_every_row_as_json_markdown_and_png(demo_run):
   with open(work / "results.json") as f:
     table = json.load(f)["table"]
   names = [row["name"] for row in table]
-  assert names[0] == "teacher" and names[-1] == "after SFT + KD + DPO" and len(names) == 8
+  assert names[0] == "teacher" and names[-1] == "after SFT + KD + DPO" and len(names) == 9
   for row in table:
     acc, lo, hi = row["scores"]["accuracy"]
     assert 0.0 <= lo <= acc <= hi <= 1.0
     assert row["scores"]["num_prompts"] == 12
-  assert "not run: curation" in out
+  assert "not run" not in out  # every stage of the method ran
   md = (work / "results.md").read_text()
   assert all(name in md for name in names)
   assert (work / "results.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

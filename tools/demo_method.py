@@ -4,18 +4,22 @@ Every stage runs the real command line (`python -m distil_jax.cli ...`), in this
   world      train / held-out prompts of the demo's domain (distil_jax/demo/world.py), chat JSONL
   teacher    a Qwen2.5-architecture teacher (4 layers, width 128) trained on the domain's reference
              answers with `distil-jax train`, exported to HF
-  answers    the teacher's greedy answers to the distillation prompts (`distil-jax generate`)
-  sft        the student (2 layers, width 64, random init) trained on the teacher's answers
+  curate     the teacher behind `distil-jax serve` answers the distillation prompts (with its
+             top-10 chat log-probs); the world's rule behind a judge endpoint grades its answers
+             and the untrained student's; `distil-jax curate` keeps what passes the judge and the
+             Model-Fit-Difficulty score; `prepare` -> SFT data; `chat-logits` -> a gray-box store
+             (distil_jax/demo/curation.py)
+  sft        the student (2 layers, width 64, random init) trained on the curated answers
   sft_more   the SFT run continued for the distillation stages' steps: SFT alone at equal tokens
   kd         logit KD (forward KL + CE, 0.5/0.5) from the SFT checkpoint, the teacher in the step
   kd_offline the teacher's top-10 stored once (`teacher-logits`), then the same KD from the store
+  kd_chat    the same KD from the store of the teacher's chat log-probs made during curation
   fusion     KD + progressive hidden-state fusion from the SFT checkpoint
   dpo        pairs of the teacher's answer vs the KD student's own (`make-pairs`, `prepare-pairs`),
              the reference log-probs of the KD student (`ref-logprobs`), DPO from it
   export     each run -> HF; transformers reloads the last one and its logits must match ours
   eval       `distil-jax eval` of every model on the held-out prompts (answers, IFEval-style
              verdicts, perplexity on the held-out references) -> the table, JSON, Markdown, PNG
-Not run (said in the output): curation through a served teacher (`tools/demo.py` shows it).
 
 Resumable: each stage writes `<workdir>/stages/<name>.done` last; a rerun skips finished stages.
 Any failing command stops the demo with a non-zero exit naming the stage.
@@ -48,9 +52,7 @@ STUDENT = {
     "num_attention_heads": 4,
     "num_key_value_heads": 2,
 }
-NOT_RUN = {
-    "curation through a served teacher": "`serve` + `curate` are in tools/demo.py; they did not fit the time budget",
-}
+NOT_RUN: dict[str, str] = {}
 
 
 def read_jsonl(path: str) -> list[dict]:
@@ -70,9 +72,9 @@ class Size:
   seq_len: int
   teacher_lr: float
   student_lr: float
-  answer_temperature: (
-      float  # the teacher's sampling temperature for the student's data (0 = greedy)
-  )
+  answer_temperature: float  # the teacher's (curation) and the student's (make-pairs) answers; 0 greedy
+  judge_min_score: float  # curation keeps a teacher answer the rule judge scores at least this
+  judge_min_fit: float  # ... and that beats the untrained student's by at least this
 
 
 SIZES = {
@@ -88,13 +90,15 @@ SIZES = {
         teacher_lr=3e-3,
         student_lr=3e-3,
         answer_temperature=0.0,
+        judge_min_score=5.0,  # the content is right (9: and the format)
+        judge_min_fit=1.0,
     ),
     # An untrained teacher (and student) answers greedily with nothing; sampled, it says something.
     "test": Size(
         n_train=200,
         n_distil=32,
         n_heldout=12,
-        teacher_steps=4,
+        teacher_steps=30,  # enough to end its answers: curation keeps only answers that stop
         sft_steps=3,
         distil_steps=2,
         batch=4,
@@ -102,6 +106,8 @@ SIZES = {
         teacher_lr=3e-3,
         student_lr=3e-3,
         answer_temperature=1.0,
+        judge_min_score=0.0,  # a barely trained teacher is never right: keep what it says
+        judge_min_fit=-9.0,
     ),
 }
 
@@ -145,13 +151,16 @@ class Demo:
     os.replace(marker + ".tmp", marker)
     print(f"--- {name}: {self.timings[name]:.0f} s", flush=True)
 
-  def cli(self, *args: str) -> None:
-    print("$ distil-jax " + " ".join(args), flush=True)
-    # One persistent compilation cache for every command: the stages share model shapes, so a
-    # later command loads most of its programs instead of compiling them again.
+  def env(self) -> dict:
+    """One persistent compilation cache for every command: the stages share model shapes, so
+    a later command loads most of its programs instead of compiling them again."""
     env = dict(os.environ, JAX_COMPILATION_CACHE_DIR=self.path("jax_cache"))
     env.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.5")
-    subprocess.run(CLI + list(args), check=True, cwd=ROOT, env=env)
+    return env
+
+  def cli(self, *args: str) -> None:
+    print("$ distil-jax " + " ".join(args), flush=True)
+    subprocess.run(CLI + list(args), check=True, cwd=ROOT, env=self.env())
 
   # --- stages -----------------------------------------------------------------------------
   def world(self) -> None:
@@ -260,56 +269,10 @@ class Demo:
         s.teacher_lr,
     )
 
-  def answers(self) -> None:
-    from distil_jax.demo import world
+  def curate(self) -> None:
+    from distil_jax.demo import curation
 
-    out = self.path("world", "teacher_answers.jsonl")
-    self.cli(
-        "generate",
-        "--model",
-        self.path("models", "teacher"),
-        "--input",
-        self.path("world", "distil_prompts.jsonl"),
-        "--output",
-        out,
-        "--max_new_tokens",
-        "16",
-        "--batch_size",
-        "64",
-        "--temperature",
-        str(self.size.answer_temperature),
-        "--seed",
-        str(self.seed),
-    )
-    rows = {r["key"]: r for r in read_jsonl(self.path("world", "distil_rows.jsonl"))}
-    chats, right = [], 0
-    for r in read_jsonl(out):
-      right += world.is_correct(rows[r["key"]], r["completion"])
-      if not r["completion"].strip():
-        continue  # prepare would skip it anyway
-      chats.append(
-          {"messages": r["messages"][:1] + [{"role": "assistant", "content": r["completion"]}]}
-      )
-    world.write_jsonl(self.path("world", "student_sft.jsonl"), chats)
-    print(
-        f"  the teacher answered {right}/{len(rows)} distillation prompts correctly, {len(chats)} "
-        "non-empty; the student learns from all of those, right or wrong, as from a real teacher"
-    )
-    if len(chats) < self.size.batch:
-      raise SystemExit(
-          f"demo: the teacher gave only {len(chats)} non-empty answers in {out}: "
-          "train it longer (--size full) or sample (answer_temperature)"
-      )
-    self.cli(
-        "prepare",
-        "--input",
-        self.path("world", "student_sft.jsonl"),
-        "--output",
-        self.path("student_data"),
-        "--max_length",
-        str(self.size.seq_len),
-        "--overwrite",
-    )
+    curation.run(self, CLI, ROOT)
 
   def student(self, run: str) -> None:
     s = self.size
@@ -353,6 +316,10 @@ class Demo:
           str(s.seq_len),
           "--dtype",
           "float32",
+          "--chunk",
+          "8",  # slots of 8 positions: a row trains ~5, so the LM head runs on 8-16 of 64
+          "--batch_size",
+          "32",
       )
       self.train(
           "kd_offline",
@@ -363,14 +330,26 @@ class Demo:
           s.student_lr,
           f"--config.data.teacher_store={self.path('teacher_top10')}",
       )
+    elif run == "kd_chat":
+      self.train(
+          "kd_chat",
+          "configs/kd/tiny_offline.py",
+          data,
+          sft_ckpt,
+          s.distil_steps,
+          s.student_lr,
+          f"--config.data.teacher_store={self.path('teacher_chat_top10')}",
+      )
     elif run == "dpo":
+      from distil_jax.demo import curation
+
       kd = self.path("models", "kd")
       self.cli(
           "make-pairs",
           "--student",
           kd,
           "--input",
-          self.path("world", "student_sft.jsonl"),
+          *curation.curated_shards(self),
           "--output",
           self.path("pairs"),
           "--max_new_tokens",
@@ -471,6 +450,7 @@ ROWS = (
     ("after SFT, continued (equal tokens)", "sft_more"),
     ("after SFT + logit KD (online teacher)", "kd"),
     ("after SFT + logit KD (offline top-10)", "kd_offline"),
+    ("after SFT + logit KD (chat log-probs, top-10)", "kd_chat"),
     ("after SFT + KD + fusion", "fusion"),
     ("after SFT + KD + DPO", "dpo"),
 )
@@ -488,6 +468,7 @@ def report(demo: Demo) -> None:
       "sft_more": s.sft_steps + s.distil_steps,
       "kd": s.sft_steps + s.distil_steps,
       "kd_offline": s.sft_steps + s.distil_steps,
+      "kd_chat": s.sft_steps + s.distil_steps,
       "fusion": s.sft_steps + s.distil_steps,
       "dpo": s.sft_steps + 2 * s.distil_steps,
   }
@@ -510,7 +491,7 @@ def report(demo: Demo) -> None:
   md += "".join(f"\nnot run: {k}: {v}" for k, v in NOT_RUN.items()) + "\n"
   runs = {
       name: demo.path("runs", name, "metrics.jsonl")
-      for name in ("teacher", "sft", "sft_more", "kd", "kd_offline", "fusion", "dpo")
+      for name in ("teacher", "sft", "sft_more", "kd", "kd_offline", "kd_chat", "fusion", "dpo")
   }
   results.plot(demo.path("results.png"), runs, table)
   for name, text in (
@@ -550,8 +531,8 @@ def main() -> int:
   demo.stage("world", demo.world)
   demo.stage("inits", demo.inits)
   demo.stage("teacher", demo.teacher)
-  demo.stage("answers", demo.answers)
-  for run in ("sft", "sft_more", "kd", "kd_offline", "fusion", "dpo"):
+  demo.stage("curate", demo.curate)
+  for run in ("sft", "sft_more", "kd", "kd_offline", "kd_chat", "fusion", "dpo"):
     demo.stage(run, lambda run=run: demo.student(run))
   demo.stage("check_export", demo.check_export)
   for _, name in ROWS:

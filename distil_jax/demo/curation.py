@@ -1,0 +1,107 @@
+"""The demo's curation stage: the trained teacher behind `distil-jax serve`, the world's rule
+behind a judge endpoint, `distil-jax curate` between them, then `prepare` of what it kept.
+
+    student answers  `distil-jax generate` of the student before training (greedy): the other
+                     half of the Model-Fit-Difficulty score
+    curate           dedup -> refine (the teacher answers each distillation prompt over HTTP,
+                     with its top-10 chat log-probs) -> judge (rule judge: teacher score >=
+                     min_score and teacher - student >= min_fit_difficulty)
+    prepare          the curated shards -> the student's SFT data, keeping the records whose
+                     log-probs re-tokenise to their answers (`--require_teacher_logprobs`)
+    chat-logits      those log-probs -> an offline top-10 store (the gray-box KD source)
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+
+
+def _read_jsonl(path: str) -> list[dict]:
+  with open(path, encoding="utf-8") as f:
+    return [json.loads(line) for line in f if line.strip()]
+
+
+def _write_jsonl(path: str, rows: list[dict]) -> None:
+  with open(path + ".tmp", "w", encoding="utf-8") as f:
+    for row in rows:
+      f.write(json.dumps(row, ensure_ascii=False) + "\n")
+  os.replace(path + ".tmp", path)
+
+
+def curated_shards(demo) -> list[str]:
+  return sorted(glob.glob(demo.path("curated", "curated-*.array_record")))
+
+
+def run(demo, cli_prefix: list[str], root: str) -> None:
+  from distil_jax.demo.rule_judge import RuleJudge
+  from distil_jax.demo.served import served
+
+  s = demo.size
+  rows = _read_jsonl(demo.path("world", "distil_rows.jsonl"))
+  # The student's own answers before any training: what the MFD score subtracts.
+  generated = demo.path("world", "student_init_answers.jsonl")
+  demo.cli(
+      "generate",
+      "--model",
+      demo.path("student_init_hf"),
+      "--input",
+      demo.path("world", "distil_prompts.jsonl"),
+      "--output",
+      generated,
+      "--max_new_tokens",
+      "16",
+      "--batch_size",
+      "64",
+  )
+  answers = demo.path("world", "student_answers.jsonl")
+  _write_jsonl(
+      answers, [{"id": r["key"], "answer": r["completion"]} for r in _read_jsonl(generated)]
+  )
+  seeds = demo.path("world", "seeds.jsonl")
+  _write_jsonl(seeds, [{"id": r["key"], "instruction": r["prompt"]} for r in rows])
+
+  with served(cli_prefix, demo.path("models", "teacher"), cwd=root, env=demo.env()) as url:
+    with RuleJudge(rows) as judge:
+      print(f"  rule judge at {judge.base_url} (the world's rule in place of an LLM judge)")
+      demo.cli(
+          "curate",
+          "--config",
+          "configs/curate/demo_world.py",
+          "--workdir",
+          demo.path("curated"),
+          "--input",
+          seeds,
+          f"--config.endpoints.teacher.base_url={url}",
+          f"--config.endpoints.judge.base_url={judge.base_url}",
+          f"--config.judge.student_answers_path={answers}",
+          f"--config.refine.agent.temperature={s.answer_temperature}",
+          f"--config.judge.min_score={s.judge_min_score}",
+          f"--config.judge.min_fit_difficulty={s.judge_min_fit}",
+          "--config.progress_interval_s=10",
+      )
+  manifest = json.load(open(demo.path("curated", "manifest.json")))
+  for stage in manifest.get("stages", []):
+    dropped = {**stage.get("filtered", {}), **stage.get("failed", {})}
+    print(f"  {stage.get('name')}: {stage.get('in')} -> {stage.get('out')} {dropped or ''}")
+  demo.cli(
+      "prepare",
+      "--input",
+      *curated_shards(demo),
+      "--output",
+      demo.path("student_data"),
+      "--max_length",
+      str(s.seq_len),
+      "--require_teacher_logprobs",
+      "--overwrite",
+  )
+  demo.cli(
+      "chat-logits",
+      "--curated",
+      demo.path("curated"),
+      "--data",
+      demo.path("student_data"),
+      "--output",
+      demo.path("teacher_chat_top10"),
+  )
