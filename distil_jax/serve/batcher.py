@@ -14,7 +14,9 @@ import asyncio
 import dataclasses
 from concurrent.futures import ThreadPoolExecutor
 
-from distil_jax.generate.engine import Generator
+from distil_jax.generate.engine import Completion, Generator, _bucket
+from distil_jax.generate.slots import SlotDecoder
+from distil_jax.serve.json_mode import json_chooser
 from distil_jax.serve.protocol import Row
 from distil_jax.serve.responses import Answer
 
@@ -109,14 +111,11 @@ class Batcher:
         _set(future, result=answer)
 
   def _generate(self, rows: list[Row]) -> list[Answer]:
-    completions = self.generator.generate(
-        [r.prompt for r in rows],
-        max_new_tokens=[r.max_new_tokens for r in rows],
-        sampling=[r.sampling for r in rows],
-        seed=[r.seed for r in rows],
-        salt=[r.salt for r in rows],
-        num_logprobs=max(r.num_logprobs for r in rows),
-    )
+    text = [i for i, r in enumerate(rows) if r.json_table is None]
+    completions = dict(zip(text, self._free_text([rows[i] for i in text]) if text else []))
+    hosted = [i for i, r in enumerate(rows) if r.json_table is not None]
+    completions.update(zip(hosted, self._json_mode([rows[i] for i in hosted]) if hosted else []))
+    completions = [completions[i] for i in range(len(rows))]
     scored = [i for i, r in enumerate(rows) if r.prompt_logprobs]
     scores = dict(
         zip(
@@ -132,6 +131,34 @@ class Batcher:
     self.stats.largest_batch = max(self.stats.largest_batch, len(rows))
     self.stats.new_tokens += sum(len(c.tokens) for c in completions)
     return [Answer(c, scores.get(i)) for i, c in enumerate(completions)]
+
+  def _free_text(self, rows: list[Row]) -> list[Completion]:
+    return self.generator.generate(
+        [r.prompt for r in rows],
+        max_new_tokens=[r.max_new_tokens for r in rows],
+        sampling=[r.sampling for r in rows],
+        seed=[r.seed for r in rows],
+        salt=[r.salt for r in rows],
+        num_logprobs=max(r.num_logprobs for r in rows),
+    )
+
+  def _json_mode(self, rows: list[Row]) -> list[Completion]:
+    """JSON-mode rows step by step on a `SlotDecoder` sized for them (the host picks each token;
+    the one-call decode loop of `generate` cannot stop for it). Same tokens as `--continuous`."""
+    longest = max(len(r.prompt) + r.max_new_tokens for r in rows)
+    positions = self.generator.config.max_position_embeddings
+    decoder = SlotDecoder(
+        self.generator, slots=_bucket(len(rows), 1), max_len=min(_bucket(longest, 16), positions)
+    )
+    done = {}
+    for i, r in enumerate(rows):
+      kw = dict(sampling=r.sampling, seed=r.seed, salt=r.salt, num_logprobs=r.num_logprobs)
+      done.update(
+          decoder.admit(i, r.prompt, max_new=r.max_new_tokens, chooser=json_chooser(r), **kw)
+      )
+    while decoder.busy:
+      done.update(decoder.step())
+    return [done[i] for i in range(len(rows))]
 
 
 def _set(future: asyncio.Future, *, result=None, exception=None) -> None:

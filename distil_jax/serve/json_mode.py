@@ -1,0 +1,71 @@
+"""JSON mode in the server: the `response_format` field, and the vocabulary's text that the
+host-side chooser (`generate/constrain.py`) reads, decoded once per server on first use."""
+
+from __future__ import annotations
+
+import asyncio
+
+from distil_jax.generate.constrain import JsonChooser, TokenTable
+from distil_jax.generate.sampling import Sampling
+
+
+class FormatError(ValueError):
+
+  def __init__(self, message: str, param: str):
+    super().__init__(message)
+    self.param = param
+
+
+def response_format(body: dict, stop: tuple[str, ...], sampling: Sampling) -> bool:
+  """True for JSON mode. The settings that would break its promise (the reply parses) are
+  refused: a stop string could cut the object, min_tokens would block the stop after it."""
+  fmt = body.get("response_format")
+  if fmt is None:
+    return False
+  if not isinstance(fmt, dict) or "type" not in fmt:
+    raise FormatError("'response_format' must be an object with a 'type'", "response_format")
+  if fmt["type"] not in ("text", "json_object"):
+    raise FormatError(
+        f"response_format.type {fmt['type']!r} is not supported: 'text' or 'json_object' "
+        "(json_schema is not implemented)",
+        "response_format.type",
+    )
+  if set(fmt) != {"type"}:
+    raise FormatError(
+        f"response_format {fmt['type']!r} takes no other key, got {sorted(set(fmt) - {'type'})}",
+        "response_format",
+    )
+  if fmt["type"] == "text":
+    return False
+  if stop:
+    raise FormatError("'stop' cannot be combined with JSON mode", "stop")
+  if sampling.min_new_tokens:
+    raise FormatError("'min_tokens' cannot be combined with JSON mode", "min_tokens")
+  return True
+
+
+def json_chooser(row) -> JsonChooser | None:
+  """The host-side token chooser of a JSON-mode `protocol.Row` (None for free text)."""
+  if row.json_table is None:
+    return None
+  return JsonChooser(row.json_table, row.sampling, row.seed, row.salt, row.max_new_tokens)
+
+
+class LazyTable:
+  """The tokenizer's `TokenTable`, built on first use off the event loop (about a second for
+  Qwen2.5's 151,936 tokens), then shared by every JSON-mode row."""
+
+  def __init__(self, tokenizer, vocab_size: int):
+    self.tokenizer, self.vocab_size = tokenizer, vocab_size
+    self._table: TokenTable | None = None
+    self._lock: asyncio.Lock | None = None
+
+  async def get(self) -> TokenTable:
+    if self._table is None:
+      self._lock = self._lock or asyncio.Lock()
+      async with self._lock:
+        if self._table is None:
+          self._table = await asyncio.get_running_loop().run_in_executor(
+              None, TokenTable.from_tokenizer, self.tokenizer, self.vocab_size
+          )
+    return self._table
