@@ -355,10 +355,11 @@ class SlotDecoder:
       if not stopped:
         b.tokens.append(token)
         self.last_S[slot] = token
-        if b.num_logprobs and slot in host_logits:  # the emitted token under the same distribution
-          b.logprobs.append(_log_softmax_at(host_logits[slot], token))
-        elif b.num_logprobs:
-          b.logprobs.append(float(chosen[r]))
+        if b.num_logprobs:  # a hosted row's: its emitted token, under the same distribution
+          hosted = slot in host_logits
+          b.logprobs.append(
+              _log_softmax_at(host_logits[slot], token) if hosted else float(chosen[r])
+          )
           b.top.append(
               list(zip(ids[r, : b.num_logprobs].tolist(), top[r, : b.num_logprobs].tolist()))
           )
