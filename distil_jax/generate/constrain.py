@@ -31,6 +31,7 @@ from distil_jax.generate.sampling import Sampling
 
 _NON_ASCII, _BLANK = 128, 129  # first-character classes beside the 128 ASCII codes
 _FIRST_TRIES = 16  # candidates ranked by a partial sort before falling back to a full one
+_TOP_P_HEAD = 4096  # top-p sorts this many tokens when they hold the mass, else all
 
 
 @dataclasses.dataclass(frozen=True)
@@ -103,17 +104,25 @@ def _first_allowed(mode: int, count: int) -> np.ndarray | None:
 
 
 def processed_logits(logits_V: np.ndarray, s: Sampling) -> np.ndarray:
-  """float64 logits / temperature with -inf outside top-k and top-p (transformers' order)."""
+  """float64 logits / temperature with -inf outside top-k and top-p (transformers' order). Top-p
+  sorts only the head of the distribution when its first 4096 tokens already hold the mass."""
   x = logits_V.astype(np.float64) / max(s.temperature, 1e-6)
   if 0 < s.top_k < x.size:
     x[x < np.partition(x, -s.top_k)[-s.top_k]] = -np.inf
   if s.top_p < 1.0:
     kept = np.flatnonzero(np.isfinite(x))
-    order = kept[np.argsort(-x[kept], kind="stable")]
-    p = np.exp(x[order] - x[order[0]])
+    p = np.exp(x[kept] - x[kept].max())
     p /= p.sum()
-    before = np.cumsum(p) - p
-    x[order[1:][before[1:] >= s.top_p]] = -np.inf
+    head = kept.size
+    if kept.size > _TOP_P_HEAD:
+      part = np.argpartition(-p, _TOP_P_HEAD)[:_TOP_P_HEAD]
+      head = _TOP_P_HEAD if p[part].sum() >= s.top_p else kept.size
+    key = -p.astype(np.float32)  # a float32 sort is four times faster; ties are measure-zero
+    order = np.argsort(key) if head == kept.size else part[np.argsort(key[part])]
+    before = np.cumsum(p[order]) - p[order]
+    drop = np.ones(kept.size, bool)
+    drop[order[(before < s.top_p) | (np.arange(head) == 0)]] = False
+    x[kept[drop]] = -np.inf
   return x
 
 

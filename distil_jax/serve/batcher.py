@@ -6,6 +6,8 @@ sees one call at a time. While a batch runs, new rows pile up and form the next 
 
 Rows are validated against the generator's limits before they are queued (see `protocol`); should a
 batch still fail, each of its rows is run again alone, so only the row at fault fails.
+JSON-mode rows (the host picks their tokens) form a group of their own, stepped on a `SlotDecoder`
+after the batch's free-text rows have been answered.
 """
 
 from __future__ import annotations
@@ -83,22 +85,28 @@ class Batcher:
     return [(row, f) for row, f in batch if not f.done()]  # drop rows whose client left
 
   async def _run(self) -> None:
-    loop = asyncio.get_running_loop()
     while True:
       batch = await self._gather()
-      if not batch:
-        continue
-      rows = [row for row, _ in batch]
-      try:
-        answers = await loop.run_in_executor(self._executor, self._generate, rows)
-      except Exception as e:  # noqa: BLE001 - the batch fails, not the server
-        if len(batch) == 1:
-          _set(batch[0][1], exception=e)
-        else:  # find the row at fault: each runs again alone
-          await self._one_by_one(batch)
-        continue
-      for (_, future), answer in zip(batch, answers):
-        _set(future, result=answer)
+      # Free text first, in one call: its answers do not wait for JSON mode's stepped decode.
+      for hosted in (False, True):
+        group = [(r, f) for r, f in batch if (r.json_table is not None) == hosted]
+        if group:
+          await self._answer(group)
+
+  async def _answer(self, batch) -> None:
+    """Rows of one kind (free text or JSON mode) in one generation."""
+    loop = asyncio.get_running_loop()
+    rows = [row for row, _ in batch]
+    try:
+      answers = await loop.run_in_executor(self._executor, self._generate, rows)
+    except Exception as e:  # noqa: BLE001 - the batch fails, not the server
+      if len(batch) == 1:
+        _set(batch[0][1], exception=e)
+      else:  # find the row at fault: each runs again alone
+        await self._one_by_one(batch)
+      return
+    for (_, future), answer in zip(batch, answers):
+      _set(future, result=answer)
 
   async def _one_by_one(self, batch) -> None:
     loop = asyncio.get_running_loop()
@@ -111,11 +119,8 @@ class Batcher:
         _set(future, result=answer)
 
   def _generate(self, rows: list[Row]) -> list[Answer]:
-    text = [i for i, r in enumerate(rows) if r.json_table is None]
-    completions = dict(zip(text, self._free_text([rows[i] for i in text]) if text else []))
-    hosted = [i for i, r in enumerate(rows) if r.json_table is not None]
-    completions.update(zip(hosted, self._json_mode([rows[i] for i in hosted]) if hosted else []))
-    completions = [completions[i] for i in range(len(rows))]
+    hosted = rows[0].json_table is not None  # `_answer` never mixes the two kinds
+    completions = self._json_mode(rows) if hosted else self._free_text(rows)
     scored = [i for i, r in enumerate(rows) if r.prompt_logprobs]
     scores = dict(
         zip(

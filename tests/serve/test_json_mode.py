@@ -75,8 +75,10 @@ def test_streamed_json_equals_the_whole_reply(handle):
   assert [c.choices[0].finish_reason for c in chunks if c.choices[0].finish_reason] == ["stop"]
 
 
-def test_a_concurrent_json_request_leaves_a_text_request_unchanged(continuous):
-  """Greedy text with log-probs, alone and sharing the decode steps with JSON requests."""
+def test_a_concurrent_json_request_leaves_a_text_request_unchanged(handle):
+  """Greedy text with log-probs, alone and beside JSON requests (continuous: sharing the decode
+  steps; static: the same batch, answered by separate calls)."""
+  continuous = handle
   text = dict(model="tiny", messages=MESSAGES, max_tokens=40, temperature=0, logprobs=True)
   text["extra_body"] = {"min_tokens": 40}
   alone = _client(continuous).chat.completions.create(**text).choices[0]
@@ -84,7 +86,7 @@ def test_a_concurrent_json_request_leaves_a_text_request_unchanged(continuous):
     jsons = [pool.submit(_ask, continuous, temperature=0.7, seed=s, max_tokens=40) for s in (1, 2)]
     shared = pool.submit(_client(continuous).chat.completions.create, **text).result().choices[0]
     assert all(isinstance(json.loads(j.result().choices[0].message.content), dict) for j in jsons)
-  assert continuous.stats.largest_batch >= 2
+  assert handle.app.config.continuous is False or handle.stats.largest_batch >= 2
   assert shared.message.content == alone.message.content
   # Identical tokens; log-probs to float32 rounding (a step over more rows reduces in another order).
   assert [t.logprob for t in shared.logprobs.content] == pytest.approx(
