@@ -130,21 +130,32 @@ class JsonChooser:
   """One row's JSON-mode token choice; `choose` is called once per step with the row's logits
   after logit_bias and penalties, and returns the token, or None when the object is complete."""
 
-  def __init__(self, table: TokenTable, sampling: Sampling, seed: int, salt: int, max_new: int):
+  def __init__(
+      self,
+      table: TokenTable,
+      sampling: Sampling,
+      seed: int,
+      salt: int,
+      max_new: int,
+      grammar=g.OBJECT,
+  ):
+    """`grammar`: `json_grammar.OBJECT` (any object) or a `json_schema.SchemaGrammar`."""
     self.table, self.sampling, self.max_new = table, sampling, max_new
-    self.seed, self.salt = seed, salt
-    self.state: g.State = g.INITIAL
+    self.seed, self.salt, self.grammar = seed, salt, grammar
+    self.state = grammar.initial
     self.emitted = 0
 
   def choose(self, logits_V: np.ndarray) -> int | None:
-    if g.is_complete(self.state):
+    grammar = self.grammar
+    if grammar.is_complete(self.state):
       return None
     remaining = self.max_new - self.emitted  # steps left, this one included
-    slack = remaining - 1 - len(g.closing(self.state)) - 1
+    slack = remaining - 1 - len(grammar.closing(self.state)) - 1
     token = None
     if slack > 0:
       mask_V = self.table.usable_V
-      allowed = _first_allowed(self.state[1], self.state[2])
+      lexical = grammar.lexical(self.state)
+      allowed = _first_allowed(lexical[1], lexical[2])
       if allowed is not None:
         mask_V = mask_V & allowed[self.table.first_V]
       if not self.sampling.greedy:
@@ -153,7 +164,7 @@ class JsonChooser:
         token = self._first_valid(logits_V, mask_V, remaining)
     if token is None:  # the budget is tight: write the closing text
       token = self._closing_token(logits_V)
-    self.state = g.advance(self.state, self.table.texts[token])
+    self.state = grammar.advance(self.state, self.table.texts[token])
     self.emitted += 1
     return token
 
@@ -165,8 +176,8 @@ class JsonChooser:
     return x
 
   def _fits(self, token: int, remaining: int) -> bool:
-    state = g.advance(self.state, self.table.texts[token])
-    return state is not None and len(g.closing(state)) + 1 <= remaining - 1
+    state = self.grammar.advance(self.state, self.table.texts[token])
+    return state is not None and len(self.grammar.closing(state)) + 1 <= remaining - 1
 
   def _first_valid(self, keys_V: np.ndarray, mask_V: np.ndarray, remaining: int) -> int | None:
     keys_V = keys_V[: mask_V.size]
@@ -188,6 +199,6 @@ class JsonChooser:
     return None
 
   def _closing_token(self, logits_V: np.ndarray) -> int:
-    text = g.closing(self.state)
+    text = self.grammar.closing(self.state)
     ids = [i for j in range(1, len(text) + 1) for i in self.table.ids_by_text.get(text[:j], ())]
     return max(ids, key=lambda i: logits_V[i])

@@ -184,3 +184,16 @@ def closing(state: State) -> str:
   elif mode == VALUE:
     head += "0"
   return head + "".join("}" if c == "o" else "]" for c in reversed(stack))
+
+
+class _Object:
+  """Any JSON object, with the interface `constrain.JsonChooser` drives (`json_schema` has it too)."""
+
+  initial = INITIAL
+  advance = staticmethod(advance)
+  closing = staticmethod(closing)
+  is_complete = staticmethod(is_complete)
+  lexical = staticmethod(lambda state: state)
+
+
+OBJECT = _Object()
