@@ -5,8 +5,12 @@ from __future__ import annotations
 
 import asyncio
 
+from distil_jax.generate import json_grammar
 from distil_jax.generate.constrain import JsonChooser, TokenTable
+from distil_jax.generate.json_schema import SchemaError, SchemaGrammar, compile_schema
 from distil_jax.generate.sampling import Sampling
+
+SCHEMA_FIELDS = {"name", "schema", "strict", "description"}
 
 
 class FormatError(ValueError):
@@ -16,39 +20,60 @@ class FormatError(ValueError):
     self.param = param
 
 
-def response_format(body: dict, stop: tuple[str, ...], sampling: Sampling) -> bool:
-  """True for JSON mode. The settings that would break its promise (the reply parses) are
-  refused: a stop string could cut the object, min_tokens would block the stop after it."""
+def response_format(body: dict, stop: tuple[str, ...], sampling: Sampling):
+  """The grammar the reply must follow (None: free text). The settings that would break the
+  promise (the reply parses) are refused: a stop string could cut the object, min_tokens would
+  block the stop after it."""
   fmt = body.get("response_format")
   if fmt is None:
-    return False
+    return None
   if not isinstance(fmt, dict) or "type" not in fmt:
     raise FormatError("'response_format' must be an object with a 'type'", "response_format")
-  if fmt["type"] not in ("text", "json_object"):
+  kind = fmt["type"]
+  if kind not in ("text", "json_object", "json_schema"):
     raise FormatError(
-        f"response_format.type {fmt['type']!r} is not supported: 'text' or 'json_object' "
-        "(json_schema is not implemented)",
+        f"response_format.type {kind!r} is not supported: 'text', 'json_object' or "
+        "'json_schema'",
         "response_format.type",
     )
-  if set(fmt) != {"type"}:
+  expected = {"type", "json_schema"} if kind == "json_schema" else {"type"}
+  if set(fmt) != expected:
     raise FormatError(
-        f"response_format {fmt['type']!r} takes no other key, got {sorted(set(fmt) - {'type'})}",
+        f"response_format {kind!r} takes the keys {sorted(expected)}, got {sorted(fmt)}",
         "response_format",
     )
-  if fmt["type"] == "text":
-    return False
+  if kind == "text":
+    return None
+  grammar = json_grammar.OBJECT if kind == "json_object" else _schema(fmt["json_schema"])
   if stop:
     raise FormatError("'stop' cannot be combined with JSON mode", "stop")
   if sampling.min_new_tokens:
     raise FormatError("'min_tokens' cannot be combined with JSON mode", "min_tokens")
-  return True
+  return grammar
+
+
+def _schema(spec) -> SchemaGrammar:
+  if not isinstance(spec, dict) or "schema" not in spec or set(spec) - SCHEMA_FIELDS:
+    raise FormatError(
+        f"response_format.json_schema must be an object with 'schema' (and optionally "
+        f"{sorted(SCHEMA_FIELDS - {'schema'})})",
+        "response_format.json_schema",
+    )
+  try:
+    return SchemaGrammar(compile_schema(spec["schema"]))
+  except SchemaError as e:
+    raise FormatError(
+        f"response_format.json_schema.{e}", "response_format.json_schema.schema"
+    ) from None
 
 
 def json_chooser(row) -> JsonChooser | None:
   """The host-side token chooser of a JSON-mode `protocol.Row` (None for free text)."""
   if row.json_table is None:
     return None
-  return JsonChooser(row.json_table, row.sampling, row.seed, row.salt, row.max_new_tokens)
+  return JsonChooser(
+      row.json_table, row.sampling, row.seed, row.salt, row.max_new_tokens, row.json_grammar
+  )
 
 
 class LazyTable:

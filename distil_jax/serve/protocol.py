@@ -79,7 +79,9 @@ class Row:
   salt: int
   num_logprobs: int  # 0: none
   prompt_logprobs: int = 0  # echo: top-k at each prompt token (0: not scored)
-  # JSON mode: the vocabulary's text (`constrain.TokenTable`), set by the server; None: free text.
+  # JSON mode: what the reply must be (`json_grammar.OBJECT` or a `json_schema.SchemaGrammar`;
+  # None: free text) and the vocabulary's text (`constrain.TokenTable`, set by the server).
+  json_grammar: object = dataclasses.field(default=None, repr=False, compare=False)
   json_table: object = dataclasses.field(default=None, repr=False, compare=False)
 
 
@@ -96,7 +98,7 @@ class Job:
   echo: bool = False
   tools: bool = False  # parse <tool_call> blocks out of the replies
   parallel_tool_calls: bool = True  # False: only a reply's first call is returned
-  json_object: bool = False  # response_format json_object: the rows need a `json_table`
+  json_mode: bool = False  # response_format json_object / json_schema: rows need a json_table
 
 
 def _number(body, name, default, kind, lo=None, hi=None):
@@ -281,7 +283,7 @@ def parse_chat(body, tokenizer, served, defaults: Defaults, strict_model=False) 
 
 def _parse_chat(body, tokenizer, served, defaults, strict_model) -> Job:
   c = _common(body, CHAT_FIELDS, served, strict_model, defaults, len(tokenizer))
-  json_object = json_mode.response_format(body, c["stop"], c["sampling"])
+  grammar = json_mode.response_format(body, c["stop"], c["sampling"])
   if body.get("parallel_tool_calls") not in (None, True, False):
     raise RequestError("'parallel_tool_calls' must be a boolean", param="parallel_tool_calls")
   choice = body.get("tool_choice")
@@ -293,8 +295,8 @@ def _parse_chat(body, tokenizer, served, defaults, strict_model) -> Job:
   tools = check_tools(body["tools"]) if body.get("tools") else None
   if choice == "none":
     tools = None
-  if json_object and tools is not None:
-    raise RequestError("'tools' cannot be combined with response_format json_object", param="tools")
+  if grammar is not None and tools is not None:
+    raise RequestError("'tools' cannot be combined with a JSON response_format", param="tools")
   messages = _messages(body.get("messages"))
   text = tokenizer.apply_chat_template(
       messages, tools=tools, tokenize=False, add_generation_prompt=True
@@ -315,6 +317,7 @@ def _parse_chat(body, tokenizer, served, defaults, strict_model) -> Job:
           c["seed"],
           i,
           0 if logprobs is None else max(logprobs, 1),
+          json_grammar=grammar,
       )
       for i in range(c["n"])
   ]
@@ -329,7 +332,7 @@ def _parse_chat(body, tokenizer, served, defaults, strict_model) -> Job:
       c["include_usage"],
       tools=tools is not None,
       parallel_tool_calls=body.get("parallel_tool_calls") is not False,
-      json_object=json_object,
+      json_mode=grammar is not None,
   )
 
 

@@ -130,7 +130,7 @@ class App:
 
   async def _chat(self, body):
     job = protocol.parse_chat(body, *self._parse_args())
-    if job.json_object:
+    if job.json_mode:
       table = await self.json_table.get()
       job = dataclasses.replace(
           job, rows=[dataclasses.replace(r, json_table=table) for r in job.rows]

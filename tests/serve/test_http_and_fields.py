@@ -14,7 +14,7 @@ MESSAGES = [{"role": "user", "content": "x"}]
 @pytest.mark.parametrize(
     "extra, param",
     [
-        ({"response_format": {"type": "json_schema", "json_schema": {}}}, "response_format.type"),
+        ({"response_format": {"type": "json_xml"}}, "response_format.type"),
         (
             {"tool_choice": "required", "tools": [{"type": "function", "function": {"name": "f"}}]},
             "tool_choice",

@@ -6,6 +6,7 @@ import concurrent.futures
 import json
 
 import httpx
+import jsonschema
 import numpy as np
 import openai
 import pytest
@@ -14,6 +15,18 @@ from distil_jax.testing.hf_models import hf_logits
 
 MESSAGES = [{"role": "user", "content": "Describe a cat as JSON with name and age."}]
 JSON = {"type": "json_object"}
+CAT = {
+    "type": "object",
+    "properties": {
+        "name": {"type": "string"},
+        "age": {"type": "integer"},
+        "colour": {"enum": ["black", "white", "tabby"]},
+        "toys": {"type": "array", "items": {"type": "string"}, "maxItems": 2},
+    },
+    "required": ["name", "age", "colour"],
+    "additionalProperties": False,
+}
+SCHEMA = {"type": "json_schema", "json_schema": {"name": "cat", "schema": CAT, "strict": True}}
 
 
 def _client(handle):
@@ -136,7 +149,14 @@ def test_logprobs_are_the_emitted_tokens_under_the_unconstrained_distribution(
 @pytest.mark.parametrize(
     "extra, param",
     [
-        ({"response_format": {"type": "json_schema", "json_schema": {}}}, "response_format.type"),
+        (
+            {"response_format": {"type": "json_schema", "json_schema": {}}},
+            "response_format.json_schema",
+        ),
+        (
+            {"response_format": {"type": "json_schema", "json_schema": {"schema": {"anyOf": []}}}},
+            "response_format.json_schema.schema",
+        ),
         ({"response_format": {"type": "xml"}}, "response_format.type"),
         ({"response_format": "json"}, "response_format"),
         ({"response_format": {"type": "json_object", "schema": {}}}, "response_format"),
@@ -159,3 +179,18 @@ def test_text_response_format_is_plain_text(server):
   plain = _client(server).chat.completions.create(**kw).choices[0].message.content
   text = _client(server).chat.completions.create(**kw, response_format={"type": "text"})
   assert text.choices[0].message.content == plain
+
+
+def test_json_schema_replies_validate_against_the_schema(handle):
+  """Greedy and seeded samples, streamed too: each reply is valid under the schema."""
+  replies = [_ask(handle, temperature=0, max_tokens=48, response_format=SCHEMA).choices[0]]
+  for seed in (1, 2):
+    replies += _ask(
+        handle, temperature=1.0, seed=seed, n=2, max_tokens=48, response_format=SCHEMA
+    ).choices
+  for choice in replies:
+    jsonschema.validate(json.loads(choice.message.content), CAT)
+    assert choice.finish_reason == "stop"
+  chunks = _ask(handle, temperature=0, max_tokens=48, response_format=SCHEMA, stream=True)
+  text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+  assert text == replies[0].message.content
