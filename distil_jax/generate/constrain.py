@@ -52,6 +52,13 @@ class TokenTable:
     decoded = tokenizer.batch_decode([[i] for i in range(n)], skip_special_tokens=True)
     special = set(tokenizer.all_special_ids) | set(getattr(tokenizer, "added_tokens_decoder", {}))
     texts = ["" if i in special or "\ufffd" in t else t for i, t in enumerate(decoded)]
+    # The chooser assumes a token's text does not depend on its neighbours (byte-level BPE).
+    probe = '{"a b": [1, -0.5e+3, true, null], "s": "x\\"y z"}'
+    if "".join(texts[i] for i in tokenizer(probe, add_special_tokens=False)["input_ids"]) != probe:
+      raise ValueError(
+          f"{type(tokenizer).__name__}: its tokens' texts depend on their neighbours, which JSON "
+          "mode cannot follow (it needs a byte-level BPE vocabulary such as Qwen2.5's)"
+      )
     return cls.from_texts(texts + [""] * (vocab_size - n))
 
   @classmethod

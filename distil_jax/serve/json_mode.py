@@ -82,15 +82,21 @@ class LazyTable:
 
   def __init__(self, tokenizer, vocab_size: int):
     self.tokenizer, self.vocab_size = tokenizer, vocab_size
-    self._table: TokenTable | None = None
+    self._table: TokenTable | ValueError | None = None
     self._lock: asyncio.Lock | None = None
 
   async def get(self) -> TokenTable:
+    """The table; a tokenizer it cannot serve raises its ValueError, every time, built once."""
     if self._table is None:
       self._lock = self._lock or asyncio.Lock()
       async with self._lock:
         if self._table is None:
-          self._table = await asyncio.get_running_loop().run_in_executor(
-              None, TokenTable.from_tokenizer, self.tokenizer, self.vocab_size
-          )
+          try:
+            self._table = await asyncio.get_running_loop().run_in_executor(
+                None, TokenTable.from_tokenizer, self.tokenizer, self.vocab_size
+            )
+          except ValueError as e:
+            self._table = e
+    if isinstance(self._table, ValueError):
+      raise self._table
     return self._table

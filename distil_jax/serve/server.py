@@ -131,7 +131,10 @@ class App:
   async def _chat(self, body):
     job = protocol.parse_chat(body, *self._parse_args())
     if job.json_mode:
-      table = await self.json_table.get()
+      try:
+        table = await self.json_table.get()
+      except ValueError as e:  # a tokenizer JSON mode cannot follow
+        raise protocol.RequestError(str(e), param="response_format") from None
       job = dataclasses.replace(
           job, rows=[dataclasses.replace(r, json_table=table) for r in job.rows]
       )

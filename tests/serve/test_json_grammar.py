@@ -174,3 +174,19 @@ def test_a_seed_gives_the_same_sample_and_top_k_is_honoured():
   assert draw(3, s) == draw(3, s) and draw(3, s) != draw(4, s)
   # top_k=1 samples only the best token whenever the best is valid: the greedy answer.
   assert draw(5, Sampling(temperature=1.0, top_k=1)) == draw(0, GREEDY)
+
+
+def test_a_vocabulary_whose_token_texts_depend_on_neighbours_is_refused():
+  """SentencePiece-style "▁" tokens decode differently alone and in a sequence: JSON mode
+  could not follow the text, so building the table fails with a clear error."""
+  from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+  from transformers import PreTrainedTokenizerFast
+
+  probe = '{"a b": [1, -0.5e+3, true, null], "s": "x\\"y z"}'
+  chars = sorted(set(probe.replace(' ', '')) | {'▁', '<unk>'})
+  tokenizer = Tokenizer(models.BPE({c: i for i, c in enumerate(chars)}, [], unk_token='<unk>'))
+  tokenizer.pre_tokenizer, tokenizer.decoder = pre_tokenizers.Metaspace(), decoders.Metaspace()
+  fast = PreTrainedTokenizerFast(tokenizer_object=tokenizer, unk_token='<unk>')
+  assert fast.decode(fast(probe)['input_ids']) == probe  # a working tokenizer otherwise
+  with pytest.raises(ValueError, match='byte-level'):
+    TokenTable.from_tokenizer(fast, len(fast))
