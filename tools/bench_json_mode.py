@@ -5,7 +5,7 @@
 
 For each batch size B and each sampling (greedy; temperature 1 with top_p 0.95) it times the
 decode steps of B free-text rows, then of B-1 free-text rows beside one JSON-mode row, then of B
-JSON-mode rows, every row running the full `--steps` (random-init weights: text rows are held open
+JSON-mode rows (`--schema`: json_schema mode with a 4-property schema), every row running the full `--steps` (random-init weights: text rows are held open
 with min_tokens, a JSON row's budget closes its object on the last steps). Prints ms per step, the
 extra ms a JSON row costs a step, and the host-side choice alone (`JsonChooser.choose`) per token.
 Compilation happens in an untimed warm-up run of each case.
@@ -33,6 +33,19 @@ def _model(shape: str):
   return create_model(cfg, make_mesh(MeshConfig(data=1), devices=jax.devices()[:1]))
 
 
+SCHEMA = {
+    "type": "object",
+    "properties": {
+        "name": {"type": "string"},
+        "age": {"type": "integer"},
+        "colour": {"enum": ["black", "white", "tabby"]},
+        "toys": {"type": "array", "items": {"type": "string"}, "maxItems": 2},
+    },
+    "required": ["name", "age", "colour"],
+    "additionalProperties": False,
+}
+
+
 class _Timed:
   """A JsonChooser whose `choose` adds its wall time to a shared total."""
 
@@ -47,7 +60,7 @@ class _Timed:
     return token
 
 
-def _run(decoder, prompt, table, sampling, batch: int, hosted: int, steps: int):
+def _run(decoder, prompt, table, grammar, sampling, batch: int, hosted: int, steps: int):
   """(ms per step, ms per host choice) for `batch` rows of which `hosted` are JSON mode."""
   from distil_jax.generate.constrain import JsonChooser
 
@@ -55,7 +68,8 @@ def _run(decoder, prompt, table, sampling, batch: int, hosted: int, steps: int):
   for i in range(batch):
     json_row = i >= batch - hosted
     s = sampling if json_row else dataclasses.replace(sampling, min_new_tokens=steps)
-    chooser = _Timed(JsonChooser(table, sampling, 0, i, steps), total) if json_row else None
+    chooser = JsonChooser(table, sampling, 0, i, steps, grammar) if json_row else None
+    chooser = _Timed(chooser, total) if json_row else None
     decoder.admit(i, prompt, max_new=steps, sampling=s, seed=0, salt=i, chooser=chooser)
   total[:] = [0.0, 0]
   start, count = time.perf_counter(), 0
@@ -72,12 +86,16 @@ def main(argv=None) -> None:
   parser.add_argument("--batches", default="1,8")
   parser.add_argument("--steps", type=int, default=64)
   parser.add_argument("--max_len", type=int, default=256)
+  parser.add_argument(
+      "--schema", action="store_true", help="json_schema mode (a 4-property schema)"
+  )
   args = parser.parse_args(argv)
 
   import jax
 
   from distil_jax.generate.chat import encode_chat, stop_ids_for
   from distil_jax.generate.constrain import TokenTable
+  from distil_jax.generate import json_grammar, json_schema
   from distil_jax.generate.engine import Generator
   from distil_jax.generate.sampling import GREEDY, Sampling
   from distil_jax.generate.slots import SlotDecoder
@@ -88,6 +106,9 @@ def main(argv=None) -> None:
   start = time.perf_counter()
   table = TokenTable.from_tokenizer(tokenizer, generator.config.vocab_size)
   print(f"token table: {time.perf_counter() - start:.2f} s ({generator.config.vocab_size} ids)")
+  grammar = json_grammar.OBJECT
+  if args.schema:
+    grammar = json_schema.SchemaGrammar(json_schema.compile_schema(SCHEMA))
   prompt = encode_chat(tokenizer, [{"role": "user", "content": "A cat as JSON, please."}])
   batches = [int(b) for b in args.batches.split(",")]
   decoder = SlotDecoder(generator, slots=max(batches), max_len=args.max_len)
@@ -101,15 +122,16 @@ def main(argv=None) -> None:
       cases = [0, 1, batch] if batch > 1 else [0, 1]
       figures = {}
       for hosted in cases:
-        _run(decoder, prompt, table, sampling, batch, hosted, args.steps)  # compile
-        figures[hosted] = _run(decoder, prompt, table, sampling, batch, hosted, args.steps)
+        run = lambda: _run(decoder, prompt, table, grammar, sampling, batch, hosted, args.steps)
+        run()  # compile
+        figures[hosted] = run()
       every = figures[batch][0] if batch > 1 else figures[1][0]
       print(
           f"| {name} | {batch} | {figures[0][0]:.2f} | {figures[1][0]:.2f} | {every:.2f} "
           f"| {figures[1][1]:.2f} |",
           flush=True,
       )
-  print(json.dumps({"shape": args.shape, "steps": args.steps}))
+  print(json.dumps({"shape": args.shape, "steps": args.steps, "schema": args.schema}))
 
 
 if __name__ == "__main__":

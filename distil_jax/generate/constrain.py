@@ -21,6 +21,7 @@ row stops (`finish_reason: "stop"`).
 
 from __future__ import annotations
 
+import bisect
 import dataclasses
 import functools
 
@@ -30,6 +31,7 @@ from distil_jax.generate import json_grammar as g
 from distil_jax.generate.sampling import Sampling
 
 _NON_ASCII, _BLANK = 128, 129  # first-character classes beside the 128 ASCII codes
+_BLANKS = " \t\n\r"
 _FIRST_TRIES = 16  # candidates ranked by a partial sort before falling back to a full one
 _TOP_P_HEAD = 4096  # top-p sorts this many tokens when they hold the mass, else all
 
@@ -37,12 +39,17 @@ _TOP_P_HEAD = 4096  # top-p sorts this many tokens when they hold the mass, else
 @dataclasses.dataclass(frozen=True)
 class TokenTable:
   """Each token id's text, whether JSON mode may emit it, and the class of its first non-blank
-  character (ASCII code, 128 other, 129 all blank); `ids_by_text` finds the tokens of a text."""
+  character (ASCII code, 128 other, 129 all blank); `ids_by_text` finds the tokens of a text, and
+  the texts without their leading blanks, sorted (`stripped`, ids alongside), find the tokens that
+  fit a literal continuation (`literal_mask`)."""
 
   texts: tuple[str, ...]
   usable_V: np.ndarray
   first_V: np.ndarray
   ids_by_text: dict
+  stripped: list
+  stripped_ids: np.ndarray
+  blank_ids: np.ndarray
 
   @classmethod
   def from_tokenizer(cls, tokenizer, vocab_size: int) -> TokenTable:
@@ -70,10 +77,37 @@ class TokenTable:
     for i, t in enumerate(texts):
       if t:
         ids_by_text.setdefault(t, []).append(i)
-        s = t.lstrip(" \t\n\r")
+        s = t.lstrip(_BLANKS)
         if s:
           first[i] = ord(s[0]) if ord(s[0]) < 128 else _NON_ASCII
-    return cls(texts, np.array([bool(t) for t in texts]), first, ids_by_text)
+    pairs = sorted((t.lstrip(_BLANKS), i) for i, t in enumerate(texts) if t.lstrip(_BLANKS))
+    blank = [i for i, t in enumerate(texts) if t and not t.lstrip(_BLANKS)]
+    return cls(
+        texts,
+        np.array([bool(t) for t in texts]),
+        first,
+        ids_by_text,
+        [t for t, _ in pairs],
+        np.array([i for _, i in pairs], np.int64),
+        np.array(blank, np.int64),
+    )
+
+  def literal_mask(self, continuations: list[str], blank_ok: bool) -> np.ndarray:
+    """The tokens that can be valid where the text must go on with one of `continuations`
+    (after blanks, if `blank_ok`): their text, leading blanks aside, is a prefix of one or
+    starts with one. A superset of the valid tokens, found by binary search, not a scan."""
+    mask_V = np.zeros(self.usable_V.size, bool)
+    for c in continuations:
+      for j in range(1, len(c) + 1):  # the texts that are a prefix of c
+        lo = bisect.bisect_left(self.stripped, c[:j])
+        hi = bisect.bisect_right(self.stripped, c[:j])
+        mask_V[self.stripped_ids[lo:hi]] = True
+      lo = bisect.bisect_left(self.stripped, c)  # the texts that start with c
+      hi = bisect.bisect_left(self.stripped, c + "\U0010ffff")
+      mask_V[self.stripped_ids[lo:hi]] = True
+    if blank_ok:
+      mask_V[self.blank_ids] = True
+    return mask_V
 
 
 @functools.lru_cache(maxsize=None)
@@ -165,6 +199,9 @@ class JsonChooser:
       allowed = _first_allowed(lexical[1], lexical[2])
       if allowed is not None:
         mask_V = mask_V & allowed[self.table.first_V]
+      literal = grammar.continuations(self.state)
+      if literal is not None:  # keys and enum values of a schema: a few texts can follow
+        mask_V = mask_V & self.table.literal_mask(*literal)
       if not self.sampling.greedy:
         token = self._first_valid(self._sample_keys(logits_V), mask_V, remaining)
       if token is None:

@@ -194,6 +194,7 @@ class _Object:
   closing = staticmethod(closing)
   is_complete = staticmethod(is_complete)
   lexical = staticmethod(lambda state: state)
+  continuations = staticmethod(lambda state: None)  # no literal the text must go on with
 
 
 OBJECT = _Object()

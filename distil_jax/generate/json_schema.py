@@ -167,6 +167,29 @@ class SchemaGrammar:
   def is_complete(state) -> bool:
     return state is not None and g.is_complete(state[0])
 
+  def continuations(self, state) -> tuple[list[str], bool] | None:
+    """(the texts one of which must come next, whether blanks may come first), where the schema
+    leaves only a few: a known key, or an enum value, in progress or about to start. None
+    elsewhere (or once an enum text may already be complete)."""
+    lex, frames, text = state
+    mode = lex[1]
+    if mode in (g.KEY, g.KEY_ESC, g.KEY_HEX):
+      keys = _unseen(frames[-1])
+      return (
+          None
+          if keys is None
+          else ([k[len(text) :] + '"' for k in keys if k.startswith(text)], False)
+      )
+    if text is not None:
+      ends = [e[len(text) :] for e in _expected(frames, self.root).enum if e.startswith(text)]
+      return None if "" in ends else (ends, False)
+    if mode in (g.OBJ_OPEN, g.OBJ_KEY):
+      keys = _unseen(frames[-1])
+      return None if keys is None else (['"' + k + '"' for k in keys] + ["}"], True)
+    if mode in (g.VALUE, g.ARR_OPEN) and _expected(frames, self.root).enum is not None:
+      return list(_expected(frames, self.root).enum) + ["]"], True
+    return None
+
   def advance(self, state, text: str):
     for ch in text:
       if state is None:

@@ -150,3 +150,30 @@ def test_the_chooser_writes_valid_documents_from_random_logits():
           tokens.append(token)
         assert len(tokens) <= max_new - 1
         jsonschema.validate(json.loads("".join(texts[t] for t in tokens)), schema)
+
+
+@pytest.mark.parametrize("schema", [NESTED, {**ESCAPED, "required": ['q"uote']}])
+def test_the_literal_prefilter_never_drops_a_valid_token(schema):
+  """Where only keys or enum values can follow, the chooser looks only at the tokens
+  `literal_mask` finds: every token the recogniser accepts there must be among them."""
+  chars = [chr(c) for c in range(32, 127)] + ["\n"]
+  texts = chars + ["".join(p) for p in itertools.product(chars, repeat=2)]
+  texts += ['"tags"', ' "pos"', '"bb",', "12,", '"q\\"uote":', "-2.5}", "true", "\n  "]
+  table = TokenTable.from_texts(texts)
+  grammar = _grammar(schema)
+  rng = np.random.default_rng(2)
+  checked = 0
+  for _ in range(20):
+    state = grammar.initial
+    for _ in range(30):
+      literal = grammar.continuations(state)
+      if literal is not None:
+        mask = table.literal_mask(*literal)
+        valid = [i for i, t in enumerate(texts) if grammar.advance(state, t) is not None]
+        assert all(mask[i] for i in valid), [texts[i] for i in valid if not mask[i]]
+        checked += 1
+      options = [t for t in ALPHABET if grammar.advance(state, t) is not None]
+      if not options or grammar.is_complete(state):
+        break
+      state = grammar.advance(state, options[rng.integers(len(options))])
+  assert checked > 20
