@@ -8,7 +8,9 @@ own row, and a prefill rewrites 0..prompt-1 before any query of the new request 
 
 Each row picks its tokens exactly as `Generator.generate` does (the same logit adjustments, the
 same PRNG stream per (seed, salt) folded with the token index), so a request's answer does not
-depend on the engine that served it or on what shared the device with it.
+depend on the engine that served it or on what shared the device with it. A JSON-mode row (a
+`chooser`) has its token picked on the host instead, from its adjusted logits, which the step
+brings off the device for those rows only (see generate/constrain.py).
 """
 
 from __future__ import annotations
