@@ -79,8 +79,7 @@ class Row:
   salt: int
   num_logprobs: int  # 0: none
   prompt_logprobs: int = 0  # echo: top-k at each prompt token (0: not scored)
-  # JSON mode: what the reply must be (`json_grammar.OBJECT` or a `json_schema.SchemaGrammar`;
-  # None: free text) and the vocabulary's text (`constrain.TokenTable`, set by the server).
+  # JSON mode (None: free text): the reply's grammar and the vocabulary's text (set by the server).
   json_grammar: object = dataclasses.field(default=None, repr=False, compare=False)
   json_table: object = dataclasses.field(default=None, repr=False, compare=False)
 
