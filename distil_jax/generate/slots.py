@@ -8,7 +8,9 @@ own row, and a prefill rewrites 0..prompt-1 before any query of the new request 
 
 Each row picks its tokens exactly as `Generator.generate` does (the same logit adjustments, the
 same PRNG stream per (seed, salt) folded with the token index), so a request's answer does not
-depend on the engine that served it or on what shared the device with it.
+depend on the engine that served it or on what shared the device with it. A JSON-mode row (a
+`chooser`) has its token picked on the host instead, from its adjusted logits, which the step
+brings off the device for those rows only (see generate/constrain.py).
 """
 
 from __future__ import annotations
@@ -46,12 +48,14 @@ class _Busy:
   prompt_len: int
   max_new: int
   num_logprobs: int
+  chooser: object = None  # picks the tokens on the host (JSON mode): see generate/constrain.py
   tokens: list = dataclasses.field(default_factory=list)
   logprobs: list = dataclasses.field(default_factory=list)
   top: list = dataclasses.field(default_factory=list)
 
 
 def _choose(logits_SxV, p, counts_SxV, seen_SxV, step_S, stop_V, *, any_sampling, num_top):
+  """(tokens, [chosen logprob, top logprobs, top ids] or Nones, the adjusted logits)."""
   block_SxV = (step_S < p["min_new_S"])[:, None] & stop_V[None, :]
   logits_SxV = adjust_logits(
       logits_SxV,
@@ -73,9 +77,13 @@ def _choose(logits_SxV, p, counts_SxV, seen_SxV, step_S, stop_V, *, any_sampling
       p["top_p_S"],
       any_sampling=any_sampling,
   )
-  if not num_top:
-    return token_S, None, None, None
-  return (token_S, *token_logprobs(logits_SxV, token_S, num_top=num_top))
+  logp = token_logprobs(logits_SxV, token_S, num_top=num_top) if num_top else (None,) * 3
+  return token_S, list(logp), logits_SxV
+
+
+def _rows_for_host(logits_SxV, host_J):
+  """The adjusted logits of the rows a host-side chooser (JSON mode) picks for, or None."""
+  return None if host_J is None else jnp.take(logits_SxV, host_J, axis=0)
 
 
 @functools.partial(
@@ -94,11 +102,13 @@ def _admit(
     slot,
     p,
     stop_V,
+    host_J,
     *,
     any_sampling: bool,
     num_top: int,
 ):
-  """Prefills row `slot` with one prompt and picks its first token."""
+  """Prefills row `slot` with one prompt and picks its first token. The row's counts start at
+  zero: `_step` counts each token it is fed."""
   from distil_jax.model import KVCache
 
   model = nnx.merge(graphdef, state)
@@ -112,7 +122,7 @@ def _admit(
   in_prompt_T = (jnp.arange(width) < length).astype(jnp.int32)
   seen_1xV = jnp.zeros((1, vocab), jnp.int32).at[0, prompt_1xT[0]].add(in_prompt_T) > 0
   p1 = {k: jax.lax.dynamic_slice_in_dim(v, slot, 1, axis=0) for k, v in p.items()}
-  token_1, *logp = _choose(
+  token_1, logp, adjusted_1xV = _choose(
       logits_1xV,
       p1,
       jnp.zeros((1, vocab), jnp.int32),
@@ -122,10 +132,10 @@ def _admit(
       any_sampling=any_sampling,
       num_top=num_top,
   )
-  counts_1xV = jnp.zeros((1, vocab), jnp.int32).at[0, token_1[0]].add(1)
+  counts_1xV = jnp.zeros((1, vocab), jnp.int32)
   counts_SxV = jax.lax.dynamic_update_slice_in_dim(counts_SxV, counts_1xV, slot, axis=0)
   seen_SxV = jax.lax.dynamic_update_slice_in_dim(seen_SxV, seen_1xV, slot, axis=0)
-  return token_1, logp, cache, counts_SxV, seen_SxV
+  return token_1, logp, _rows_for_host(adjusted_1xV, host_J), cache, counts_SxV, seen_SxV
 
 
 @functools.partial(
@@ -145,12 +155,15 @@ def _step(
     live_R,
     p,
     stop_V,
+    host_J,
     *,
     any_sampling: bool,
     num_top: int,
 ):
   """One new token for each of the first R slots (R = len(token_R): the busy ones are packed
-  low, so idle slots above them cost nothing; idle ones below compute at position 0, ignored)."""
+  low, so idle slots above them cost nothing; idle ones below compute at position 0, ignored).
+  `token_R` is what each row emitted last, counted here for the penalties: a row whose token the
+  host chose (`host_J`, JSON mode) is counted with that token, not with the device's pick."""
   from distil_jax.model import KVCache
 
   model = nnx.merge(graphdef, state)
@@ -158,7 +171,8 @@ def _step(
   head = lambda a: jax.lax.slice_in_dim(a, 0, rows, axis=1)
   sub = KVCache(k=head(cache.k), v=head(cache.v))
   logits_Rx1xV, sub = model(token_R[:, None], position_R[:, None], cache=sub)
-  token_R, *logp = _choose(
+  counts_SxV = counts_SxV.at[jnp.arange(rows), token_R].add(live_R.astype(jnp.int32))
+  token_R, logp, adjusted_RxV = _choose(
       logits_Rx1xV[:, 0],
       p,
       counts_SxV[:rows],
@@ -170,8 +184,7 @@ def _step(
   )
   put = lambda a, b: jax.lax.dynamic_update_slice_in_dim(a, b, 0, axis=1)
   cache = KVCache(k=put(cache.k, sub.k), v=put(cache.v, sub.v))
-  counts_SxV = counts_SxV.at[jnp.arange(rows), token_R].add(live_R.astype(jnp.int32))
-  return token_R, logp, cache, counts_SxV
+  return token_R, logp, _rows_for_host(adjusted_RxV, host_J), cache, counts_SxV
 
 
 class SlotDecoder:
@@ -244,8 +257,10 @@ class SlotDecoder:
       seed: int,
       salt: int,
       num_logprobs: int = 0,
+      chooser=None,
   ) -> list[tuple[object, Completion]]:
-    """Puts a request in a free slot; returns it at once if its first token ends it."""
+    """Puts a request in a free slot; returns it at once if its first token ends it. A `chooser`
+    (`constrain.JsonChooser`) picks the row's tokens on the host from its logits."""
     if not prompt or len(prompt) + max_new > self.max_len:
       raise ValueError(
           f"{len(prompt)} prompt + {max_new} new tokens do not fit a slot of "
@@ -259,13 +274,19 @@ class SlotDecoder:
           )
       ]
     slot = next(i for i in range(self.slots) if i not in self.busy)
-    self._set_params(slot, sampling, seed, salt)
-    self.busy[slot] = _Busy(request, len(prompt), max_new, num_logprobs)
+    # A hosted row's device pick is discarded: it decodes greedy there, sparing the sort.
+    self._set_params(
+        slot,
+        sampling if chooser is None else dataclasses.replace(sampling, temperature=0.0),
+        seed,
+        salt,
+    )
+    self.busy[slot] = _Busy(request, len(prompt), max_new, num_logprobs, chooser)
     width = min(_bucket(len(prompt), self.g.min_prompt_bucket), self.max_len)
     prompt_1xT = np.zeros((1, width), np.int32)
     prompt_1xT[0, : len(prompt)] = prompt
     try:
-      token_1, logp, self.cache, self.counts_SxV, self.seen_SxV = _admit(
+      token_1, logp, host, self.cache, self.counts_SxV, self.seen_SxV = _admit(
           self.g.graphdef,
           self.g.state,
           self.cache,
@@ -276,14 +297,14 @@ class SlotDecoder:
           np.int32(slot),
           self.p,
           self.stop_V,
+          np.zeros(1, np.int32) if chooser is not None else None,
           **self._flags([slot]),
       )
+      token_1, logp, host = jax.device_get((token_1, logp, host))
     except Exception:
       del self.busy[slot]
       raise
-    return self._take(
-        {slot: 0}, np.asarray(token_1), [np.asarray(x) if x is not None else None for x in logp]
-    )
+    return self._take({slot: 0}, token_1, logp, {slot: host[0]} if chooser is not None else {})
 
   def step(self) -> list[tuple[object, Completion]]:
     """One token for every busy slot; returns the requests that finished."""
@@ -296,7 +317,12 @@ class SlotDecoder:
       live[i] = True
       step[i] = len(b.tokens)
       position[i] = b.prompt_len + step[i] - 1
-    token_S, logp, self.cache, self.counts_SxV = _step(
+    hosted = [i for i, b in self.busy.items() if b.chooser is not None]
+    host_J = None
+    if hosted:  # padded to a power of two (few shapes) with copies of the first
+      host_J = np.full(_bucket(len(hosted), 1), hosted[0], np.int32)
+      host_J[: len(hosted)] = hosted
+    token_S, logp, host, self.cache, self.counts_SxV = _step(
         self.g.graphdef,
         self.g.state,
         self.cache,
@@ -308,24 +334,34 @@ class SlotDecoder:
         live,
         {k: v[:rows] for k, v in self.p.items()},
         self.stop_V,
+        host_J,
         **self._flags(list(self.busy)),
     )
-    token_S, logp = jax.device_get((token_S, logp))
-    return self._take({i: i for i in self.busy}, np.asarray(token_S), logp)
+    token_S, logp, host = jax.device_get((token_S, logp, host))
+    host_logits = {slot: host[j] for j, slot in enumerate(hosted)}
+    return self._take({i: i for i in self.busy}, token_S, logp, host_logits)
 
-  def _take(self, rows: dict[int, int], token_R, logp) -> list[tuple[object, Completion]]:
-    """Appends each busy slot's new token (row `rows[slot]` of the outputs); frees the done."""
+  def _take(self, rows: dict[int, int], token_R, logp, host_logits) -> list:
+    """Appends each busy slot's new token (row `rows[slot]` of the outputs; a hosted row's token
+    is its chooser's pick from `host_logits[slot]`, None ending it); frees the done."""
     chosen, top, ids = logp
     done = []
     for slot, r in rows.items():
       b = self.busy[slot]
-      token = int(token_R[r])
-      stopped = token in self._stop_ids
+      if slot in host_logits:
+        token = b.chooser.choose(host_logits[slot])
+        stopped = token is None
+      else:
+        token = int(token_R[r])
+        stopped = token in self._stop_ids
       if not stopped:
         b.tokens.append(token)
         self.last_S[slot] = token
-        if b.num_logprobs:
-          b.logprobs.append(float(chosen[r]))
+        if b.num_logprobs:  # a hosted row's: its emitted token, under the same distribution
+          hosted = slot in host_logits
+          b.logprobs.append(
+              _log_softmax_at(host_logits[slot], token) if hosted else float(chosen[r])
+          )
           b.top.append(
               list(zip(ids[r, : b.num_logprobs].tolist(), top[r, : b.num_logprobs].tolist()))
           )
@@ -334,3 +370,9 @@ class SlotDecoder:
         logprobs = (b.logprobs, b.top) if b.num_logprobs else (None, None)
         done.append((b.request, Completion(b.tokens, "stop" if stopped else "length", *logprobs)))
     return done
+
+
+def _log_softmax_at(logits_V: np.ndarray, token: int) -> float:
+  x = logits_V.astype(np.float64)
+  top = x.max()
+  return float(x[token] - top - np.log(np.exp(x - top).sum()))

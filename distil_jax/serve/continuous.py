@@ -16,6 +16,7 @@ import time
 from distil_jax.generate.engine import Generator
 from distil_jax.generate.slots import SlotDecoder
 from distil_jax.serve.batcher import BatchStats, _set
+from distil_jax.serve.json_mode import json_chooser
 from distil_jax.serve.protocol import Row
 from distil_jax.serve.responses import Answer
 
@@ -105,6 +106,7 @@ class ContinuousBatcher:
             seed=row.seed,
             salt=row.salt,
             num_logprobs=row.num_logprobs,
+            chooser=json_chooser(row),
         )
       except Exception as e:  # noqa: BLE001 - this row fails alone
         self._resolve(entry, exception=e)

@@ -13,6 +13,7 @@ import secrets
 
 from distil_jax.generate.chat import encode_text
 from distil_jax.generate.sampling import Sampling
+from distil_jax.serve import json_mode
 from distil_jax.serve.tools import ToolError, check_tools, template_tool_calls
 
 MAX_LOGPROBS = 20
@@ -78,6 +79,9 @@ class Row:
   salt: int
   num_logprobs: int  # 0: none
   prompt_logprobs: int = 0  # echo: top-k at each prompt token (0: not scored)
+  # JSON mode (None: free text): the reply's grammar and the vocabulary's text (set by the server).
+  json_grammar: object = dataclasses.field(default=None, repr=False, compare=False)
+  json_table: object = dataclasses.field(default=None, repr=False, compare=False)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -93,6 +97,7 @@ class Job:
   echo: bool = False
   tools: bool = False  # parse <tool_call> blocks out of the replies
   parallel_tool_calls: bool = True  # False: only a reply's first call is returned
+  json_mode: bool = False  # response_format json_object / json_schema: rows need a json_table
 
 
 def _number(body, name, default, kind, lo=None, hi=None):
@@ -271,19 +276,13 @@ def _messages(messages) -> list[dict]:
 def parse_chat(body, tokenizer, served, defaults: Defaults, strict_model=False) -> Job:
   try:
     return _parse_chat(body, tokenizer, served, defaults, strict_model)
-  except ToolError as e:
+  except (ToolError, json_mode.FormatError) as e:
     raise RequestError(str(e), param=e.param) from None
 
 
 def _parse_chat(body, tokenizer, served, defaults, strict_model) -> Job:
   c = _common(body, CHAT_FIELDS, served, strict_model, defaults, len(tokenizer))
-  fmt = body.get("response_format")
-  if fmt is not None and fmt != {"type": "text"}:
-    raise RequestError(
-        '\'response_format\' other than {"type": "text"} is not supported yet '
-        "(no constrained decoding)",
-        param="response_format",
-    )
+  grammar = json_mode.response_format(body, c["stop"], c["sampling"])
   if body.get("parallel_tool_calls") not in (None, True, False):
     raise RequestError("'parallel_tool_calls' must be a boolean", param="parallel_tool_calls")
   choice = body.get("tool_choice")
@@ -295,6 +294,8 @@ def _parse_chat(body, tokenizer, served, defaults, strict_model) -> Job:
   tools = check_tools(body["tools"]) if body.get("tools") else None
   if choice == "none":
     tools = None
+  if grammar is not None and tools is not None:
+    raise RequestError("'tools' cannot be combined with a JSON response_format", param="tools")
   messages = _messages(body.get("messages"))
   text = tokenizer.apply_chat_template(
       messages, tools=tools, tokenize=False, add_generation_prompt=True
@@ -315,6 +316,7 @@ def _parse_chat(body, tokenizer, served, defaults, strict_model) -> Job:
           c["seed"],
           i,
           0 if logprobs is None else max(logprobs, 1),
+          json_grammar=grammar,
       )
       for i in range(c["n"])
   ]
@@ -329,6 +331,7 @@ def _parse_chat(body, tokenizer, served, defaults, strict_model) -> Job:
       c["include_usage"],
       tools=tools is not None,
       parallel_tool_calls=body.get("parallel_tool_calls") is not False,
+      json_mode=grammar is not None,
   )
 
 

@@ -15,7 +15,7 @@ import time
 from distil_jax.generate.chat import stop_ids_for
 from distil_jax.generate.engine import Generator
 from distil_jax.generate.sampling import Sampling
-from distil_jax.serve import live, protocol, responses
+from distil_jax.serve import json_mode, live, protocol, responses
 from distil_jax.serve.batcher import Batcher, BatchStats
 from distil_jax.serve.continuous import ContinuousBatcher
 from distil_jax.serve.http import Raw, error_payload, serve_connection
@@ -59,6 +59,7 @@ class App:
       self.batcher = ContinuousBatcher(generator, slots=config.max_batch, max_len=self.max_len)
     else:
       self.batcher = Batcher(generator, max_batch=config.max_batch, max_wait_s=config.max_wait_s)
+    self.json_table = json_mode.LazyTable(tokenizer, generator.config.vocab_size)
     self.metrics = Metrics()
     self.draining = False
     self.in_flight = 0
@@ -129,6 +130,14 @@ class App:
 
   async def _chat(self, body):
     job = protocol.parse_chat(body, *self._parse_args())
+    if job.json_mode:
+      try:
+        table = await self.json_table.get()
+      except ValueError as e:  # a tokenizer JSON mode cannot follow
+        raise protocol.RequestError(str(e), param="response_format") from None
+      job = dataclasses.replace(
+          job, rows=[dataclasses.replace(r, json_table=table) for r in job.rows]
+      )
     return await self._run(job, responses.chat_response)
 
   async def _completion(self, body):

@@ -48,3 +48,12 @@ def server(checkpoint, tokenizer):
   handle = start_server(model, tokenizer, port=0, config=config)
   yield handle
   handle.stop()
+
+
+@pytest.fixture(scope="session")
+def continuous(checkpoint, tokenizer):
+  """The same model under continuous batching (4 slots)."""
+  model = distil_jax.from_pretrained(checkpoint, dtype=jnp.float32)
+  config = ServeConfig(served_model_names=("tiny",), max_batch=4, continuous=True)
+  with start_server(model, tokenizer, port=0, config=config) as handle:
+    yield handle

@@ -5,13 +5,10 @@ import asyncio
 import concurrent.futures
 import time
 
-import jax.numpy as jnp
 import openai
 import pytest
 
-import distil_jax
 from distil_jax.generate.sampling import GREEDY
-from distil_jax.serve import ServeConfig, start_server
 from distil_jax.serve.protocol import Row
 
 MESSAGES = [{"role": "user", "content": "Write a haiku about distillation of language models."}]
@@ -22,14 +19,6 @@ SETTINGS = [
         temperature=0, frequency_penalty=0.8, logit_bias={"11": 2.0}, logprobs=True, top_logprobs=2
     ),
 ]
-
-
-@pytest.fixture(scope="module")
-def continuous(checkpoint, tokenizer):
-  model = distil_jax.from_pretrained(checkpoint, dtype=jnp.float32)
-  config = ServeConfig(served_model_names=("tiny",), max_batch=4, continuous=True)
-  with start_server(model, tokenizer, port=0, config=config) as handle:
-    yield handle
 
 
 def _client(handle):

@@ -14,7 +14,7 @@ MESSAGES = [{"role": "user", "content": "x"}]
 @pytest.mark.parametrize(
     "extra, param",
     [
-        ({"response_format": {"type": "json_object"}}, "response_format"),
+        ({"response_format": {"type": "json_xml"}}, "response_format.type"),
         (
             {"tool_choice": "required", "tools": [{"type": "function", "function": {"name": "f"}}]},
             "tool_choice",
