@@ -1,5 +1,7 @@
 """The demo's results table: one row per model, rule-checked and IFEval-style scores on the held-out
 prompts with bootstrap intervals, written as JSON, Markdown and a PNG with every stage's loss curve.
+Perplexity = exp(sum of the held-out answers' token NLLs / their token count); its interval
+resamples the examples (`perplexity_interval`).
 
 Rule accuracy = mean over held-out prompts of `world.is_correct(row, answer)`; strict / loose = the
 fraction of prompts whose every instruction passes (`distil_jax.eval`'s prompt-level scores, here
@@ -25,6 +27,24 @@ def _bootstrap(values: np.ndarray, n_boot: int, seed: int) -> tuple[float, float
   rng = np.random.default_rng(seed)
   means = values[rng.integers(0, values.size, (n_boot, values.size))].mean(axis=1)
   return float(values.mean()), float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))
+
+
+def perplexity_interval(ppl: dict, n_boot: int, seed: int) -> tuple[float, float, float]:
+  """exp(sum nll / sum tokens) and its 95% interval over resampled examples (each example's
+  sums from `distil-jax eval --data`'s `per_example`); no interval without them."""
+  if ppl.get("perplexity") is None:
+    return (float("nan"),) * 3
+  rows = np.asarray(ppl.get("per_example") or [], float)
+  if rows.size == 0:
+    return float(ppl["perplexity"]), float("nan"), float("nan")
+  rng = np.random.default_rng(seed)
+  pick = rng.integers(0, len(rows), (n_boot, len(rows)))
+  boot = np.exp(rows[pick, 0].sum(1) / np.maximum(rows[pick, 1].sum(1), 1))
+  return (
+      float(ppl["perplexity"]),
+      float(np.percentile(boot, 2.5)),
+      float(np.percentile(boot, 97.5)),
+  )
 
 
 def score_model(heldout: list[dict], eval_json: str, n_boot: int = 1000, seed: int = 0) -> dict:
@@ -53,10 +73,7 @@ def score_model(heldout: list[dict], eval_json: str, n_boot: int = 1000, seed: i
       "loose": _bootstrap(loose, n_boot, seed),
       "words": _bootstrap(words, n_boot, seed),
   }
-  ppl = result.get("perplexity", {}).get("perplexity")
-  out["perplexity"] = (
-      (float(ppl), float("nan"), float("nan")) if ppl is not None else (float("nan"),) * 3
-  )
+  out["perplexity"] = perplexity_interval(result.get("perplexity", {}), n_boot, seed)
   out["num_prompts"] = len(rows)
   out["num_format_prompts"] = len(fmt)
   out["examples"] = [

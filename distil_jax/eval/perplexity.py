@@ -6,7 +6,9 @@ figure does not depend on packing or shuffling. The loss is the training loss wi
 
     loss = sum_t m_t * (logsumexp(z_t) - z_t[y_t]) / sum_t m_t,   perplexity = exp(loss)
 
-where z_t are the logits predicting token y_t = ids[t+1] and m_t = mask[t+1]. Batches are placed
+where z_t are the logits predicting token y_t = ids[t+1] and m_t = mask[t+1]. `per_example` keeps
+each example's [sum_t m_t * nll_t, sum_t m_t] (in the shards' order), so a report can resample
+examples for an interval on the perplexity. Batches are placed
 on the mesh's batch axes; the model's own shardings (from `from_pretrained(mesh=...)`) stay as they are.
 """
 
@@ -92,7 +94,17 @@ def _sums(graphdef, state, batch, *, chunk: int, positions: int):
       chunk=chunk,
       positions=positions,
   )
-  return loss_sum, jnp.sum(batch["loss_mask"]), correct
+  from distil_jax.train.sequence_logprobs import sequence_logprobs
+
+  row_logp = sequence_logprobs(  # one document a row: each example's own sum, for intervals
+      h_BxLxD,
+      model.unembed_matrix(),
+      batch["target_ids"],
+      batch["loss_mask"],
+      chunk=chunk,
+      positions=positions,
+  )
+  return loss_sum, jnp.sum(batch["loss_mask"]), correct, -row_logp, jnp.sum(batch["loss_mask"], -1)
 
 
 def evaluate_loss(
@@ -124,6 +136,7 @@ def evaluate_loss(
           f"batch_size {batch_size} must divide by the mesh's {rows_multiple} batch shards"
       )
   loss = tokens = correct = 0.0
+  per_example = []  # [nll sum, target tokens] of each example, in the shards' order
   bar = tqdm(total=examples, desc="perplexity", unit="ex", disable=not progress, file=sys.stderr)
   for batch in _batches(read_documents(data_dir, seq_len), batch_size, seq_len, rows_multiple):
     # the LM head only at the scored positions (a power-of-two bucket of the most a row has)
@@ -137,9 +150,11 @@ def evaluate_loss(
         sums = _sums(graphdef, state, batch, **kw)
     else:
       sums = _sums(graphdef, state, batch, **kw)
-    l, t, c = (float(x) for x in jax.device_get(sums))
-    loss, tokens, correct = loss + l, tokens + t, correct + c
-    bar.update(int(np.count_nonzero(np.asarray(jax.device_get(batch["segment_ids"]))[:, 0])))
+    l, t, c, row_nll, row_tokens = jax.device_get(sums)
+    loss, tokens, correct = loss + float(l), tokens + float(t), correct + float(c)
+    real = np.count_nonzero(np.asarray(jax.device_get(batch["segment_ids"]))[:, 0])
+    per_example += [[float(a), int(b)] for a, b in zip(row_nll[:real], row_tokens[:real])]
+    bar.update(int(real))
   bar.close()
   if tokens == 0:
     raise ValueError(f"{data_dir}: no target tokens (every loss_mask is 0)")
@@ -150,4 +165,5 @@ def evaluate_loss(
       "tokens": int(tokens),
       "examples": examples,
       "token_accuracy": correct / tokens,
+      "per_example": per_example,
   }

@@ -203,3 +203,7 @@ def test_perplexity_on_a_mesh_equals_transformers(eval_hf_dir, shards, reference
   )
   assert on_mesh["perplexity"] == pytest.approx(reference[0], rel=2e-5)
   assert on_mesh["tokens"] == reference[1] and on_mesh["examples"] == 3
+  # each example's own sums (for intervals) add up to the totals
+  rows = np.asarray(on_mesh["per_example"], np.float64)
+  assert rows.shape == (3, 2) and rows[:, 1].sum() == reference[1]
+  assert np.exp(rows[:, 0].sum() / rows[:, 1].sum()) == pytest.approx(reference[0], rel=2e-5)
