@@ -43,6 +43,9 @@ def get_config(arg=None):
       )
   )
   config.stages = ("dedup", "refine", "judge")
+  # This world's prompts differ by an operand ("What is 3 * 4?" / "What is 3 * 5?"): distinct
+  # questions that 5-character shingles call near duplicates. Only exact repeats go.
+  config.dedup.near_threshold = 1.01
   config.refine = ml_collections.ConfigDict(
       dict(agent=demo.agent(max_tokens=16, top_logprobs=10), cot_tasks=())
   )

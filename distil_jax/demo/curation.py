@@ -34,6 +34,25 @@ def curated_shards(demo) -> list[str]:
   return sorted(glob.glob(demo.path("curated", "curated-*.array_record")))
 
 
+def judged_summary(demo) -> str:
+  """How the judge graded the kept answers (what the method's threshold would keep)."""
+  from distil_jax.curate.shards import read_shard
+
+  scores = [
+      r["lineage"]["scores"]
+      for path in curated_shards(demo)
+      for r in read_shard(path)
+      if "judge_score" in r["lineage"].get("scores", {})
+  ]
+  right = sum(s["judge_score"] >= 5 for s in scores)
+  formatted = sum(s["judge_score"] >= 9 for s in scores)
+  fit = sum(s["fit_difficulty"] >= 1 for s in scores)
+  return (
+      f"judge: {len(scores)} teacher answers kept; the rule finds {right} right "
+      f"({formatted} also formatted as asked); {fit} beat the untrained student's (MFD >= 1)"
+  )
+
+
 def run(demo, cli_prefix: list[str], root: str) -> None:
   from distil_jax.demo.rule_judge import RuleJudge
   from distil_jax.demo.served import served
@@ -85,6 +104,7 @@ def run(demo, cli_prefix: list[str], root: str) -> None:
   for stage in manifest.get("stages", []):
     dropped = {**stage.get("filtered", {}), **stage.get("failed", {})}
     print(f"  {stage.get('name')}: {stage.get('in')} -> {stage.get('out')} {dropped or ''}")
+  print("  " + judged_summary(demo))
   demo.cli(
       "prepare",
       "--input",
