@@ -395,6 +395,7 @@ class Demo:
           s.distil_steps,
           1e-3,
           f"--config.loss.reference_logprobs={self.path('pairs_ref')}",
+          "--config.loss.variant=length_normalised",  # the method's DPO
       )
     elif run == "fusion":
       self.train(

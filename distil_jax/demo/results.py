@@ -122,6 +122,15 @@ def _loss_curve(metrics_path: str) -> tuple[list[int], list[float]]:
   return steps, losses
 
 
+def _compact(v: tuple) -> str:
+  """A perplexity cell short enough for the PNG: 3 significant digits (76294 -> 7.63e+04)."""
+  m, lo, hi = v
+  if np.isnan(m):
+    return "n/a"
+  f = lambda x: f"{x:.3g}"
+  return f(m) if np.isnan(lo) else f"{f(m)} [{f(lo)}, {f(hi)}]"
+
+
 def plot(path: str, runs: dict[str, str], table: list[dict]) -> None:
   """Loss curves of every training run (name -> metrics.jsonl) beside the table, one PNG."""
   import matplotlib
@@ -155,11 +164,12 @@ def plot(path: str, runs: dict[str, str], table: list[dict]) -> None:
             _cell(s["accuracy"], True),
             _cell(s["strict"], True),
             _cell(s["loose"], True),
-            _cell(s["perplexity"], False),
+            _compact(s["perplexity"]),
             f"{s['words'][0]:.1f}",
         ]
     )
-  t = tab.table(cellText=cells, colLabels=cols, loc="center")
+  widths = [0.3, 0.14, 0.14, 0.14, 0.2, 0.08]
+  t = tab.table(cellText=cells, colLabels=cols, loc="center", colWidths=widths)
   t.auto_set_font_size(False)
   t.set_fontsize(7.5)
   t.scale(1, 1.3)

@@ -40,6 +40,10 @@ def grade(row: dict, answer: str) -> dict[str, int]:
   return {"informativeness": score, "helpfulness": score, "difficulty": 5, "score": score}
 
 
+class _Server(http.server.ThreadingHTTPServer):
+  request_queue_size = 512  # the listen backlog: the curation client opens ~64 connections at once
+
+
 class RuleJudge:
   """`with RuleJudge(rows) as judge:` serves on `judge.base_url` until the block ends."""
 
@@ -100,7 +104,7 @@ class RuleJudge:
             },
         )
 
-    self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    self._server = _Server(("127.0.0.1", 0), Handler)
     self._server.daemon_threads = True
     self.base_url = f"http://127.0.0.1:{self._server.server_address[1]}/v1"
 
