@@ -37,6 +37,9 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
+from distil_jax.demo import report  # noqa: E402  (after the path: runs from a clone)
+from distil_jax.demo.sizes import SIZES, Size  # noqa: E402
+
 CLI = [sys.executable, "-m", "distil_jax.cli"]
 TEACHER = {
     "hidden_size": 128,
@@ -52,70 +55,11 @@ STUDENT = {
     "num_attention_heads": 4,
     "num_key_value_heads": 2,
 }
-NOT_RUN: dict[str, str] = {}
 
 
 def read_jsonl(path: str) -> list[dict]:
   with open(path, encoding="utf-8") as f:
     return [json.loads(line) for line in f if line.strip()]
-
-
-@dataclasses.dataclass(frozen=True)
-class Size:
-  n_train: int  # the teacher's training set (reference answers)
-  n_distil: int  # prompts the teacher answers for the student
-  n_heldout: int
-  teacher_steps: int
-  sft_steps: int
-  distil_steps: int  # KD, KD + fusion and the equal-token SFT continuation each
-  batch: int
-  seq_len: int
-  teacher_lr: float
-  student_lr: float
-  answer_temperature: (
-      float  # the teacher's (curation) and the student's (make-pairs) answers; 0 greedy
-  )
-  judge_min_score: float  # curation keeps a teacher answer the rule judge scores at least this
-  judge_min_fit: float  # ... and that beats the untrained student's by at least this
-
-
-SIZES = {
-    "full": Size(
-        n_train=4000,
-        n_distil=1024,  # ~600 distinct after exact dedup
-        n_heldout=120,
-        teacher_steps=100,
-        sft_steps=40,
-        distil_steps=30,
-        batch=8,
-        seq_len=64,
-        teacher_lr=3e-3,
-        student_lr=3e-3,
-        answer_temperature=0.0,
-        # The method's filter (score >= 5: right content; MFD >= 1) keeps what the teacher gets
-        # right, ~3% of this CPU-trained teacher's answers: too few to train on. The demo
-        # grades every answer, reports that count, and keeps every answer the judge does not
-        # rank below the student's (MFD >= 0).
-        judge_min_score=1.0,
-        judge_min_fit=0.0,
-    ),
-    # An untrained teacher (and student) answers greedily with nothing; sampled, it says something.
-    "test": Size(
-        n_train=200,
-        n_distil=32,
-        n_heldout=12,
-        teacher_steps=30,  # enough to end its answers: curation keeps only answers that stop
-        sft_steps=3,
-        distil_steps=2,
-        batch=4,
-        seq_len=64,
-        teacher_lr=3e-3,
-        student_lr=3e-3,
-        answer_temperature=1.0,
-        judge_min_score=0.0,  # a barely trained teacher is never right: keep what it says
-        judge_min_fit=-9.0,
-    ),
-}
 
 
 class Demo:
@@ -450,79 +394,6 @@ class Demo:
     )
 
 
-ROWS = (
-    ("teacher", "teacher"),
-    ("student before training", "student_init"),
-    ("after SFT", "sft"),
-    ("after SFT, continued (equal tokens)", "sft_more"),
-    ("after SFT + logit KD (online teacher)", "kd"),
-    ("after SFT + logit KD (offline top-10)", "kd_offline"),
-    ("after SFT + logit KD (chat log-probs, top-10)", "kd_chat"),
-    ("after SFT + KD + fusion", "fusion"),
-    ("after SFT + KD + DPO", "dpo"),
-)
-
-
-def report(demo: Demo) -> None:
-  from distil_jax.demo import results
-
-  s = demo.size
-  heldout = read_jsonl(demo.path("world", "heldout.jsonl"))
-  tokens = {
-      "teacher": s.teacher_steps,
-      "student_init": 0,
-      "sft": s.sft_steps,
-      "sft_more": s.sft_steps + s.distil_steps,
-      "kd": s.sft_steps + s.distil_steps,
-      "kd_offline": s.sft_steps + s.distil_steps,
-      "kd_chat": s.sft_steps + s.distil_steps,
-      "fusion": s.sft_steps + s.distil_steps,
-      "dpo": s.sft_steps + 2 * s.distil_steps,
-  }
-  table = []
-  for title, name in ROWS:
-    table.append(
-        {
-            "name": title,
-            "model": name,
-            "train_tokens": tokens[name] * s.batch * s.seq_len,
-            "scores": results.score_model(heldout, demo.path("eval", name + ".json")),
-        }
-    )
-  md = results.markdown(table)
-  md += (
-      "\nrule accuracy: held-out prompts whose answer content is right; IFEval strict/loose: the "
-      "formatting prompts whose every instruction passes; [ ] = 95% bootstrap interval over "
-      f"the {len(heldout)} held-out prompts; train tokens = steps x batch x sequence (padded).\n"
-  )
-  md += "".join(f"\nnot run: {k}: {v}" for k, v in NOT_RUN.items()) + "\n"
-  runs = {
-      name: demo.path("runs", name, "metrics.jsonl")
-      for name in ("teacher", "sft", "sft_more", "kd", "kd_offline", "kd_chat", "fusion", "dpo")
-  }
-  results.plot(demo.path("results.png"), runs, table)
-  for name, text in (
-      ("results.md", md),
-      (
-          "results.json",
-          json.dumps(
-              {"table": table, "size": dataclasses.asdict(s), "stage_seconds": demo.timings},
-              indent=1,
-          ),
-      ),
-  ):
-    with open(demo.path(name) + ".tmp", "w") as f:
-      f.write(text)
-    os.replace(demo.path(name) + ".tmp", demo.path(name))
-  print("\n" + md)
-  for row in table[:1] + table[-2:-1]:
-    for ex in row.get("scores", {}).get("examples", [])[:2]:
-      print(
-          f"  {row['name']}: {ex['prompt']!r} -> {ex['answer']!r} (reference {ex['reference']!r})"
-      )
-  print(f"\nwritten: {demo.path('results.md')}, results.json, results.png")
-
-
 def main() -> int:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--workdir", default="/tmp/distil-jax-demo")
@@ -542,11 +413,9 @@ def main() -> int:
   for run in ("sft", "sft_more", "kd", "kd_offline", "kd_chat", "fusion", "dpo"):
     demo.stage(run, lambda run=run: demo.student(run))
   demo.stage("check_export", demo.check_export)
-  for _, name in ROWS:
+  for _, name in report.ROWS:
     demo.stage("eval_" + name, lambda name=name: demo.evaluate(name))
-  for k, v in NOT_RUN.items():
-    print(f"=== {k}: not run ({v})")
-  demo.stage("report", lambda: report(demo))
+  demo.stage("report", lambda: report.report(demo))
   print(
       f"\ndemo finished in {time.time() - demo.started:.0f} s "
       f"(stages: {', '.join(f'{k} {v:.0f}s' for k, v in demo.timings.items())})"
