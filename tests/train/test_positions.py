@@ -186,6 +186,22 @@ def test_a_row_with_more_trained_positions_than_k_is_refused_before_its_step(tmp
   )
 
 
+def test_a_sharded_accumulating_run_with_loss_positions_follows_one_device_without(tmp_path):
+  """The gather runs along the sequence of batch-sharded rows, per micro-batch: a 2x2x2 mesh
+  with 2 micro-batches and K = 48 gives the one-device, every-position loss curve."""
+  saves = CheckpointConfig(every_steps=100, keep=1, async_save=False)
+  plain = tiny_train_config(steps=3, checkpoint=saves)
+  train(plain, str(tmp_path / "one"), batches_for(plain), mesh=_mesh(), progress=False)
+  cut = tiny_train_config(steps=3, checkpoint=saves, loss_positions=48, grad_accum=2)
+  mesh = make_mesh(MeshConfig(data=2, fsdp=2, tensor=2), jax.devices()[:8])
+  train(cut, str(tmp_path / "mesh"), batches_for(cut), mesh=mesh, progress=False)
+  losses = {}
+  for name in ("one", "mesh"):
+    with open(tmp_path / name / "metrics.jsonl") as f:
+      losses[name] = [json.loads(line)["loss"] for line in f]
+  np.testing.assert_allclose(losses["mesh"], losses["one"], rtol=2e-5)
+
+
 def test_a_run_with_loss_positions_follows_the_run_without(tmp_path):
   runs = {}
   for k in (0, 48):  # a synthetic row trains 46 of its 64 positions
