@@ -330,6 +330,7 @@ class Demo:
           self.path("pairs_ref"),
           "--dtype",
           "float32",
+          "--loss_positions=-1",  # as the DPO run: the same sums the train step computes
       )
       self.train(
           "dpo",

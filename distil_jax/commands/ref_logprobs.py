@@ -22,6 +22,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
   parser.add_argument("--output", required=True, metavar="DIR")
   parser.add_argument("--batch_size", type=int, default=8, help="pairs per step (2x rows)")
   parser.add_argument("--chunk", type=int, default=256, help="sequence positions per logits chunk")
+  parser.add_argument(
+      "--loss_positions",
+      type=int,
+      default=0,
+      help="as the DPO run's config.loss_positions (0 every position, -1 the pairs' bound): "
+      "the same setting gives the sums the train step computes",
+  )
   parser.add_argument("--coordinator", default=None, metavar="HOST:PORT")
   parser.add_argument("--num_processes", type=int, default=None)
   parser.add_argument("--process_id", type=int, default=None)
@@ -64,6 +71,7 @@ def _run(args) -> int:
         model_name=args.model,
         batch_size=args.batch_size,
         chunk=args.chunk,
+        loss_positions=args.loss_positions,
         log=lambda line: print(line, file=sys.stderr),
     )
   except (ValueError, FileNotFoundError) as e:

@@ -74,10 +74,16 @@ def compute_reference_logprobs(
     model_name: str,
     batch_size: int = 8,
     chunk: int = 256,
+    loss_positions: int = 0,
     rules=DEFAULT_RULES,
     log=print,
 ) -> dict:
-  """Writes (or completes) the reference log-probs of `pairs_dir` into `output`."""
+  """Writes (or completes) the reference log-probs of `pairs_dir` into `output`.
+
+  `loss_positions` as the DPO run's `config.loss_positions` (0: every position; K > 0: the LM
+  head only at each row's first K response positions; -1: the bound in the pairs' manifest):
+  with the run's own setting, the reference sums are the ones the train step would compute, so
+  a policy at the reference's weights has rewards of exactly 0."""
   pairs_manifest = tokenize.read_manifest(pairs_dir)
   output = Path(output)
   run_key = {
@@ -105,6 +111,10 @@ def compute_reference_logprobs(
         f"and {batch_shards} batch shards of the mesh; change --batch_size"
     )
   sharding = NamedSharding(mesh, logical_to_spec(("batch", "seq"), rules))
+  if loss_positions < 0:
+    loss_positions = positions.from_manifest(
+        pairs_manifest, 1 << 30, None, str(Path(pairs_dir) / tokenize.MANIFEST)
+    )
   graphdef, state = nnx.split(model)
   with use_mesh(mesh, rules):
     for index, shard in enumerate(pairs_manifest["shards"]):
@@ -117,7 +127,8 @@ def compute_reference_logprobs(
         batch_records = records[start : start + batch_size]
         seq_len = _bucket(max(len(r[f"{s}_ids"]) for r in batch_records for s in tokenize.SIDES))
         batch = pair_batch_rows(batch_records, rows, seq_len)
-        k = positions.bucket(batch["loss_mask"])  # the LM head only at the response positions
+        keep = loss_positions if 0 < loss_positions < seq_len else 0
+        positions.check_rows(batch, {"loss_mask": None}, keep, start // batch_size)
         local = rows // processes
         me = jax.process_index()
         batch = {
@@ -128,7 +139,7 @@ def compute_reference_logprobs(
         }
         logp = np.asarray(
             multihost_utils.process_allgather(
-                _row_logprobs(graphdef, state, batch, chunk=chunk, positions=k), tiled=True
+                _row_logprobs(graphdef, state, batch, chunk=chunk, positions=keep), tiled=True
             ),
             np.float32,
         )

@@ -136,3 +136,26 @@ def test_dpo_through_the_train_loop_learns_its_pairs(data, mesh, tmp_path):
   ):
     assert key in last, key
   assert last["reward_margin"] > 0 and last["pairs"] == 8
+
+
+def test_reference_logprobs_at_the_trained_positions_only_equal_every_position(data, mesh):
+  """`ref-logprobs --loss_positions=-1` (the LM head at the response positions, the bound from
+  the pairs' manifest) gives the sums of the every-position computation, and a bound too small
+  for a row is refused, not truncated."""
+  root, reference = data
+  kw = dict(model_name="seed-0", batch_size=4, chunk=8, log=lambda _: None)
+  compute_reference_logprobs(
+      reference, mesh, root / "pairs", root / "ref_cut", loss_positions=-1, **kw
+  )
+  full = _all_pairs(root)
+  cut = next(
+      make_pair_iterator(
+          root / "pairs", root / "ref_cut", seq_len=SEQ, batch_size=16, shuffle=False
+      )
+  )
+  for side in ("ref_chosen_logp", "ref_rejected_logp"):
+    np.testing.assert_allclose(cut[side], full[side], rtol=1e-5)
+  with pytest.raises(ValueError, match="more than loss_positions=1"):
+    compute_reference_logprobs(
+        reference, mesh, root / "pairs", root / "ref_one", loss_positions=1, **kw
+    )
