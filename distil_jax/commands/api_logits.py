@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import hashlib
 import json
 import os
 import signal
@@ -122,45 +121,22 @@ def run(args: argparse.Namespace) -> int:
 
 def _settings(args, data_manifest: dict):
   """The shared tokenizer and what the store depends on (a resumed run must match it)."""
-  from distil_jax.data import api_client, shards
-  from distil_jax.tokenizer import load_tokenizer, tokenizer_fingerprint
+  from distil_jax.data import api_client, api_teacher
 
-  data_tok = data_manifest["tokenizer"]
-  source = args.tokenizer or (data_tok["id"] if Path(data_tok["id"]).is_dir() else None)
-  tokenizer = load_tokenizer(source)
-  fingerprint = tokenizer_fingerprint(tokenizer)
-  if fingerprint != data_tok["fingerprint"]:
-    raise ValueError(
-        f"the tokenizer {source or 'built in'} (fingerprint {fingerprint[:16]}) is "
-        f"not the data's ({args.data}, tokenizer {data_tok['id']}, fingerprint "
-        f"{data_tok['fingerprint'][:16]}); pass --tokenizer"
-    )
-  vocab = int(data_tok["vocab_size"])
-  if not 0 < args.top_k < vocab:
-    raise ValueError(f"--top_k {args.top_k} must be in [1, {vocab})")
-  max_length = args.max_length or int(data_manifest["max_length"])
-  if max_length < 2:
-    raise ValueError(f"--max_length must be >= 2, got {max_length}")
-  manifest_bytes = (Path(args.data) / shards.MANIFEST).read_bytes()
-  return tokenizer, {
-      "top_k": args.top_k,
-      "logprob_dtype": args.logprob_dtype,
-      "tail_dtype": "float32",
-      "vocab_columns": vocab,
-      "max_length": max_length,
-      "unit_size": args.unit_size,
-      "teacher": {
+  return api_teacher.store_settings(
+      args.data,
+      data_manifest,
+      tokenizer_path=args.tokenizer,
+      top_k=args.top_k,
+      logprob_dtype=args.logprob_dtype,
+      max_length=args.max_length,
+      unit_size=args.unit_size,
+      teacher={
           "source": "api",
           "endpoint": api_client.completions_url(args.endpoint),
           "model": args.model,
       },
-      "tokenizer": {"fingerprint": fingerprint, "data_id": data_tok["id"]},
-      "data": {
-          "path": str(Path(args.data).resolve()),
-          "manifest_sha256": hashlib.sha256(manifest_bytes).hexdigest(),
-          "examples": int(data_manifest["counts"]["examples"]),
-      },
-  }
+  )
 
 
 async def _run(args, data_manifest: dict, tokenizer, settings: dict, api_key) -> int:
@@ -217,7 +193,7 @@ async def _run(args, data_manifest: dict, tokenizer, settings: dict, api_key) ->
   }
   if all(teacher_store.unit_done(store_dir, u) for u in range(len(units))):
     manifest = teacher_store.finish_store(store_dir, len(units))
-    manifest["api"] = _api_counts(store_dir, len(units))
+    manifest["api"] = teacher_store.sum_unit_counts(store_dir, len(units), "api")
     teacher_store.write_json_atomically(store_dir / teacher_store.MANIFEST, manifest)
     positions = manifest["counts"]["stored_positions"]
     summary.update(
@@ -232,18 +208,6 @@ async def _run(args, data_manifest: dict, tokenizer, settings: dict, api_key) ->
     )
   print(json.dumps(summary))
   return 0
-
-
-def _api_counts(store_dir: Path, num_units: int) -> dict:
-  from distil_jax.data import teacher_store
-
-  total: dict[str, int] = {}
-  for u in range(num_units):
-    path = store_dir / f"{teacher_store.unit_name(u)}.api.json"
-    if path.is_file():  # a unit finished by a killed run before its counts were written: none
-      for k, v in json.loads(path.read_text()).items():
-        total[k] = total.get(k, 0) + v
-  return total
 
 
 class _Job:

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import hashlib
 import json
 import sys
 import time
@@ -127,41 +126,21 @@ class _CuratedIndex:
 
 
 def _settings(args, data_manifest: dict, curated: _CuratedIndex, top_k: int):
-  from distil_jax.data import chat_teacher, shards
-  from distil_jax.tokenizer import load_tokenizer, tokenizer_fingerprint
+  from distil_jax.data import api_teacher, chat_teacher
 
-  data_tok = data_manifest["tokenizer"]
-  source = args.tokenizer or (data_tok["id"] if Path(data_tok["id"]).is_dir() else None)
-  tokenizer = load_tokenizer(source)
-  fingerprint = tokenizer_fingerprint(tokenizer)
-  if fingerprint != data_tok["fingerprint"]:
-    raise ValueError(
-        f"the tokenizer {source or 'built in'} (fingerprint {fingerprint[:16]}) is not the "
-        f"data's ({args.data}, fingerprint {data_tok['fingerprint'][:16]}); pass --tokenizer"
-    )
-  vocab = int(data_tok["vocab_size"])
-  if not 0 < top_k < vocab:
-    raise ValueError(f"--top_k {top_k} must be in [1, {vocab})")
-  max_length = args.max_length or int(data_manifest["max_length"])
-  manifest_bytes = (Path(args.data) / shards.MANIFEST).read_bytes()
-  return tokenizer, {
-      "top_k": top_k,
-      "logprob_dtype": args.logprob_dtype,
-      "tail_dtype": "float32",
-      "vocab_columns": vocab,
-      "max_length": max_length,
-      "unit_size": args.unit_size,
-      "teacher": {"source": "chat", "curated": curated.paths},
-      # The position predicting each example's final `<|im_end|>` has no distribution.
-      "partial_positions": True,
-      "unscored_token": chat_teacher.END_TOKEN,
-      "tokenizer": {"fingerprint": fingerprint, "data_id": data_tok["id"]},
-      "data": {
-          "path": str(Path(args.data).resolve()),
-          "manifest_sha256": hashlib.sha256(manifest_bytes).hexdigest(),
-          "examples": int(data_manifest["counts"]["examples"]),
-      },
-  }
+  tokenizer, settings = api_teacher.store_settings(
+      args.data,
+      data_manifest,
+      tokenizer_path=args.tokenizer,
+      top_k=top_k,
+      logprob_dtype=args.logprob_dtype,
+      max_length=args.max_length,
+      unit_size=args.unit_size,
+      teacher={"source": "chat", "curated": curated.paths},
+  )
+  # The position predicting each example's final `<|im_end|>` has no distribution.
+  settings.update(partial_positions=True, unscored_token=chat_teacher.END_TOKEN)
+  return tokenizer, settings
 
 
 def _run(args, curated: _CuratedIndex, data_manifest: dict) -> int:
@@ -218,7 +197,7 @@ def _run(args, curated: _CuratedIndex, data_manifest: dict) -> int:
         store_dir / f"{teacher_store.unit_name(u)}.chat.json", counts
     )
   manifest = teacher_store.finish_store(store_dir, len(units))
-  manifest["chat"] = _unit_counts(store_dir, len(units))
+  manifest["chat"] = teacher_store.sum_unit_counts(store_dir, len(units), "chat")
   teacher_store.write_json_atomically(store_dir / teacher_store.MANIFEST, manifest)
   summary = {
       "units_computed": len(todo),
@@ -230,15 +209,3 @@ def _run(args, curated: _CuratedIndex, data_manifest: dict) -> int:
   }
   print(json.dumps(summary))
   return 0
-
-
-def _unit_counts(store_dir: Path, num_units: int) -> dict:
-  from distil_jax.data import teacher_store
-
-  total: dict[str, int] = {}
-  for u in range(num_units):
-    path = store_dir / f"{teacher_store.unit_name(u)}.chat.json"
-    if path.is_file():  # a unit finished by a killed run before its counts were written: none
-      for k, v in json.loads(path.read_text()).items():
-        total[k] = total.get(k, 0) + v
-  return total

@@ -230,3 +230,56 @@ def to_record(
       tail=tail.astype(np.float32),
   )
   return rec, counts
+
+
+def store_settings(
+    data_dir: str,
+    data_manifest: dict,
+    *,
+    tokenizer_path: str | None,
+    top_k: int,
+    logprob_dtype: str,
+    max_length: int | None,
+    unit_size: int,
+    teacher: dict,
+):
+  """(the shared tokenizer, the settings a store from returned log-probs depends on: a resumed
+  run must match them). The tokenizer must be the data's (fingerprint), K in [1, vocab)."""
+  import hashlib
+  from pathlib import Path
+
+  from distil_jax.data import shards
+  from distil_jax.tokenizer import load_tokenizer, tokenizer_fingerprint
+
+  data_tok = data_manifest["tokenizer"]
+  source = tokenizer_path or (data_tok["id"] if Path(data_tok["id"]).is_dir() else None)
+  tokenizer = load_tokenizer(source)
+  fingerprint = tokenizer_fingerprint(tokenizer)
+  if fingerprint != data_tok["fingerprint"]:
+    raise ValueError(
+        f"the tokenizer {source or 'built in'} (fingerprint {fingerprint[:16]}) is "
+        f"not the data's ({data_dir}, tokenizer {data_tok['id']}, fingerprint "
+        f"{data_tok['fingerprint'][:16]}); pass --tokenizer"
+    )
+  vocab = int(data_tok["vocab_size"])
+  if not 0 < top_k < vocab:
+    raise ValueError(f"--top_k {top_k} must be in [1, {vocab})")
+  max_length = max_length or int(data_manifest["max_length"])
+  if max_length < 2:
+    raise ValueError(f"--max_length must be >= 2, got {max_length}")
+  manifest_bytes = (Path(data_dir) / shards.MANIFEST).read_bytes()
+  return tokenizer, {
+      "top_k": top_k,
+      "logprob_dtype": logprob_dtype,
+      "tail_dtype": "float32",
+      "vocab_columns": vocab,
+      "max_length": max_length,
+      "unit_size": unit_size,
+      "teacher": teacher,
+      "tokenizer": {"fingerprint": fingerprint, "data_id": data_tok["id"]},
+      "data": {
+          "path": str(Path(data_dir).resolve()),
+          "manifest_sha256": hashlib.sha256(manifest_bytes).hexdigest(),
+          "examples": int(data_manifest["counts"]["examples"]),
+      },
+  }

@@ -221,6 +221,18 @@ def write_json_atomically(path: Path, obj: dict) -> None:
   os.replace(tmp, path)
 
 
+def sum_unit_counts(store_dir: Path, num_units: int, suffix: str) -> dict[str, int]:
+  """The sums of the `<unit>.<suffix>.json` counts each unit wrote beside its shard (a unit
+  finished by a killed run before its counts were written contributes none)."""
+  total: dict[str, int] = {}
+  for u in range(num_units):
+    path = Path(store_dir) / f"{unit_name(u)}.{suffix}.json"
+    if path.is_file():
+      for k, v in json.loads(path.read_text()).items():
+        total[k] = total.get(k, 0) + v
+  return total
+
+
 def begin_store(store_dir: Path, settings: dict) -> None:
   """Records `settings` in a new store, or checks that an existing one was begun with them."""
   store_dir.mkdir(parents=True, exist_ok=True)
