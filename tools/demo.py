@@ -20,11 +20,9 @@ import glob
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
-import urllib.request
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DATA = os.path.join(ROOT, "tools", "demo_data")
@@ -81,29 +79,6 @@ def make_checkpoints(work: str) -> tuple[str, str]:
   return paths[0], paths[1]
 
 
-def free_port() -> int:
-  with socket.socket() as s:
-    s.bind(("127.0.0.1", 0))
-    return s.getsockname()[1]
-
-
-def start_server(model_dir: str, port: int) -> subprocess.Popen:
-  print(f"$ distil-jax serve --model {model_dir} --port {port} &", flush=True)
-  proc = subprocess.Popen(CLI + ["serve", "--model", model_dir, "--port", str(port)], cwd=ROOT)
-  deadline = time.time() + 180
-  while time.time() < deadline:
-    if proc.poll() is not None:
-      raise SystemExit(f"distil-jax serve exited with {proc.returncode}")
-    try:
-      with urllib.request.urlopen(f"http://127.0.0.1:{port}/v1/models", timeout=2) as r:
-        print("server up:", json.loads(r.read())["data"][0]["id"])
-        return proc
-    except OSError:
-      time.sleep(0.5)
-  proc.terminate()
-  raise SystemExit("distil-jax serve did not come up within 180 s")
-
-
 def check_export(hf_dir: str) -> float:
   import jax.numpy as jnp  # noqa: PLC0415
   import numpy as np  # noqa: PLC0415
@@ -154,9 +129,9 @@ def main() -> int:
     print("  ", json.dumps(json.loads(line), ensure_ascii=False)[:200])
 
   step("4-5. serve the teacher and curate seed instructions through it")
-  port = free_port()
-  server = start_server(teacher_hf, port)
-  try:
+  from distil_jax.demo.served import served
+
+  with served(CLI, teacher_hf, cwd=ROOT) as url:
     cli(
         "curate",
         "--config",
@@ -165,11 +140,8 @@ def main() -> int:
         f"{work}/curated",
         "--input",
         f"{DATA}/seeds.jsonl",
-        f"--config.endpoints.teacher.base_url=http://127.0.0.1:{port}/v1",
+        f"--config.endpoints.teacher.base_url={url}",
     )
-  finally:
-    server.terminate()
-    server.wait(timeout=30)
   manifest = json.load(open(f"{work}/curated/manifest.json"))
   print(
       "curation stages:",

@@ -37,7 +37,7 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
-from distil_jax.demo import report  # noqa: E402  (after the path: runs from a clone)
+from distil_jax.demo import report, world  # noqa: E402  (after the path: runs from a clone)
 from distil_jax.demo.sizes import SIZES, Size  # noqa: E402
 
 CLI = [sys.executable, "-m", "distil_jax.cli"]
@@ -57,11 +57,6 @@ STUDENT = {
 }
 
 
-def read_jsonl(path: str) -> list[dict]:
-  with open(path, encoding="utf-8") as f:
-    return [json.loads(line) for line in f if line.strip()]
-
-
 class Demo:
 
   def __init__(self, work: str, size: Size, seed: int):
@@ -71,7 +66,7 @@ class Demo:
     os.makedirs(os.path.join(work, "stages"), exist_ok=True)
     settings = json.dumps({"size": dataclasses.asdict(size), "seed": seed}, sort_keys=True)
     marker = os.path.join(work, "stages", "settings.json")
-    if os.path.exists(marker) and read_jsonl(marker) != [json.loads(settings)]:
+    if os.path.exists(marker) and world.read_jsonl(marker) != [json.loads(settings)]:
       raise SystemExit(
           f"demo: {work} holds a run with other settings ({marker}); "
           "use another --workdir or delete it"
@@ -87,7 +82,7 @@ class Demo:
     marker = self.path("stages", name + ".done")
     if os.path.exists(marker):
       print(f"=== {name}: done in an earlier run, skipped", flush=True)
-      self.timings[name] = read_jsonl(marker)[0].get("seconds", 0.0)
+      self.timings[name] = world.read_jsonl(marker)[0].get("seconds", 0.0)
       return
     print(f"\n=== {name} ({time.time() - self.started:.0f} s into the demo)", flush=True)
     t0 = time.time()
@@ -114,8 +109,6 @@ class Demo:
 
   # --- stages -----------------------------------------------------------------------------
   def world(self) -> None:
-    from distil_jax.demo import world
-
     s = self.size
     train, heldout = world.generate(self.seed, s.n_train + s.n_distil, s.n_heldout)
     os.makedirs(self.path("world"), exist_ok=True)

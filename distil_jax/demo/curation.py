@@ -15,19 +15,8 @@ from __future__ import annotations
 
 import glob
 import json
-import os
 
-
-def _read_jsonl(path: str) -> list[dict]:
-  with open(path, encoding="utf-8") as f:
-    return [json.loads(line) for line in f if line.strip()]
-
-
-def _write_jsonl(path: str, rows: list[dict]) -> None:
-  with open(path + ".tmp", "w", encoding="utf-8") as f:
-    for row in rows:
-      f.write(json.dumps(row, ensure_ascii=False) + "\n")
-  os.replace(path + ".tmp", path)
+from distil_jax.demo import world
 
 
 def curated_shards(demo) -> list[str]:
@@ -58,7 +47,7 @@ def run(demo, cli_prefix: list[str], root: str) -> None:
   from distil_jax.demo.served import served
 
   s = demo.size
-  rows = _read_jsonl(demo.path("world", "distil_rows.jsonl"))
+  rows = world.read_jsonl(demo.path("world", "distil_rows.jsonl"))
   # The student's own answers before any training: what the MFD score subtracts.
   generated = demo.path("world", "student_init_answers.jsonl")
   demo.cli(
@@ -75,11 +64,11 @@ def run(demo, cli_prefix: list[str], root: str) -> None:
       "64",
   )
   answers = demo.path("world", "student_answers.jsonl")
-  _write_jsonl(
-      answers, [{"id": r["key"], "answer": r["completion"]} for r in _read_jsonl(generated)]
+  world.write_jsonl(
+      answers, [{"id": r["key"], "answer": r["completion"]} for r in world.read_jsonl(generated)]
   )
   seeds = demo.path("world", "seeds.jsonl")
-  _write_jsonl(seeds, [{"id": r["key"], "instruction": r["prompt"]} for r in rows])
+  world.write_jsonl(seeds, [{"id": r["key"], "instruction": r["prompt"]} for r in rows])
 
   with served(cli_prefix, demo.path("models", "teacher"), cwd=root, env=demo.env()) as url:
     with RuleJudge(rows) as judge:

@@ -7,13 +7,7 @@ import dataclasses
 import json
 import os
 
-from distil_jax.demo import results
-
-
-def _read_jsonl(path: str) -> list[dict]:
-  with open(path, encoding="utf-8") as f:
-    return [json.loads(line) for line in f if line.strip()]
-
+from distil_jax.demo import results, world
 
 ROWS = (
     ("teacher", "teacher"),
@@ -32,7 +26,7 @@ def report(demo) -> None:
   """results.json, results.md and results.png of a finished run (`demo`: tools/demo_method.Demo)."""
 
   s = demo.size
-  heldout = _read_jsonl(demo.path("world", "heldout.jsonl"))
+  heldout = world.read_jsonl(demo.path("world", "heldout.jsonl"))
   tokens = {
       "teacher": s.teacher_steps,
       "student_init": 0,

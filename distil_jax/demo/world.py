@@ -229,6 +229,11 @@ def is_correct(row: dict, response: str) -> bool:
   return extract_content(response, row["format"]) == row["content"]
 
 
+def read_jsonl(path: str) -> list[dict]:
+  with open(path, encoding="utf-8") as f:
+    return [json.loads(line) for line in f if line.strip()]
+
+
 def write_jsonl(path: str, rows: list[dict]) -> None:
   tmp = path + ".tmp"
   with open(tmp, "w", encoding="utf-8") as f:

@@ -78,33 +78,40 @@ def _stack(docs, rows: int, seq_len: int) -> dict[str, np.ndarray]:
   return batch
 
 
+def _nll_chunk(logits_BxCxV, inputs, consts):
+  """One chunk's masked NLL sum, with each row's own sum and its correct argmaxes beside it."""
+  import jax.numpy as jnp
+  from distil_jax.train.losses import token_correct, token_cross_entropy
+
+  del consts
+  m = inputs["mask"]
+  nll_BxC = token_cross_entropy(logits_BxCxV, inputs["targets"]) * m
+  return jnp.sum(nll_BxC), {
+      "row_nll": jnp.sum(nll_BxC, axis=1),
+      "correct": jnp.sum(token_correct(logits_BxCxV, inputs["targets"]) * m),
+  }
+
+
 @functools.partial(jax.jit, static_argnames=("graphdef", "chunk", "positions"))
 def _sums(graphdef, state, batch, *, chunk: int, positions: int):
+  """(NLL sum, target tokens, correct argmaxes, per-row NLL sums, per-row tokens): one pass of
+  the LM head (one document a row, so a row's sums are its example's)."""
   from flax import nnx
   import jax.numpy as jnp
-  from distil_jax.train.losses import chunked_cross_entropy
+  from distil_jax.train.chunked import chunked_token_loss
 
   model = nnx.merge(graphdef, state)
   h_BxLxD, _ = model.hidden_states(batch["input_ids"], batch["positions"], batch["segment_ids"])
-  loss_sum, correct = chunked_cross_entropy(
+  mask = batch["loss_mask"].astype(jnp.float32)
+  loss_sum, aux = chunked_token_loss(
       h_BxLxD,
       model.unembed_matrix(),
-      batch["target_ids"],
-      batch["loss_mask"],
+      {"targets": batch["target_ids"], "mask": mask},
+      _nll_chunk,
       chunk=chunk,
       positions=positions,
   )
-  from distil_jax.train.sequence_logprobs import sequence_logprobs
-
-  row_logp = sequence_logprobs(  # one document a row: each example's own sum, for intervals
-      h_BxLxD,
-      model.unembed_matrix(),
-      batch["target_ids"],
-      batch["loss_mask"],
-      chunk=chunk,
-      positions=positions,
-  )
-  return loss_sum, jnp.sum(batch["loss_mask"]), correct, -row_logp, jnp.sum(batch["loss_mask"], -1)
+  return loss_sum, jnp.sum(mask), aux["correct"], aux["row_nll"], jnp.sum(mask, -1)
 
 
 def evaluate_loss(
