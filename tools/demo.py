@@ -79,24 +79,6 @@ def make_checkpoints(work: str) -> tuple[str, str]:
   return paths[0], paths[1]
 
 
-def check_export(hf_dir: str) -> float:
-  import jax.numpy as jnp  # noqa: PLC0415
-  import numpy as np  # noqa: PLC0415
-
-  import distil_jax  # noqa: PLC0415
-  from distil_jax.testing.hf_models import hf_logits  # noqa: PLC0415
-  from distil_jax.tokenizer import load_tokenizer  # noqa: PLC0415
-
-  tok = load_tokenizer(hf_dir)
-  text = tok.apply_chat_template(
-      [{"role": "user", "content": "Hello world"}], tokenize=False, add_generation_prompt=True
-  )
-  ids = np.asarray([tok(text)["input_ids"]])
-  ours = np.asarray(distil_jax.from_pretrained(hf_dir, dtype=jnp.float32)(jnp.asarray(ids)))
-  theirs = hf_logits(hf_dir, ids)
-  return float(np.abs(ours - theirs).max())
-
-
 def main() -> int:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--workdir", default="/tmp/distil-jax-demo")
@@ -193,7 +175,9 @@ def main() -> int:
       "--tokenizer",
       student_hf,
   )
-  diff = check_export(f"{work}/student_sft_hf")
+  from distil_jax.demo.parity import logits_difference
+
+  diff = logits_difference(f"{work}/student_sft_hf", "Hello world")
   print(f"max |logits(distil-jax) - logits(transformers)| = {diff:.2e} (float32)")
   if diff > 1e-4:
     print("FAILED: exported checkpoint does not reproduce distil-jax's logits", file=sys.stderr)

@@ -341,21 +341,10 @@ class Demo:
       )
 
   def check_export(self) -> None:
-    import jax.numpy as jnp
-    import numpy as np
-
-    import distil_jax
-    from distil_jax.testing.hf_models import hf_logits
-    from distil_jax.tokenizer import load_tokenizer
+    from distil_jax.demo.parity import logits_difference
 
     hf_dir = self.path("models", "fusion")
-    tok = load_tokenizer(hf_dir)
-    text = tok.apply_chat_template(
-        [{"role": "user", "content": "What is 2 + 3?"}], tokenize=False, add_generation_prompt=True
-    )
-    ids = np.asarray([tok(text)["input_ids"]])
-    ours = np.asarray(distil_jax.from_pretrained(hf_dir, dtype=jnp.float32)(jnp.asarray(ids)))
-    diff = float(np.abs(ours - hf_logits(hf_dir, ids)).max())
+    diff = logits_difference(hf_dir, "What is 2 + 3?")
     print(f"  transformers reloads {hf_dir}: max |logits difference| = {diff:.2e} (float32)")
     if diff > 1e-4:
       raise SystemExit("demo: the exported student does not reproduce distil-jax's logits")

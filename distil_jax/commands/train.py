@@ -88,21 +88,18 @@ def _bind_to_data(cfg):
 def _bind_positions(cfg):
   """`loss_positions=-1`: the bound the data's manifest gives (`positions.from_manifest`)."""
   import dataclasses
-  import json as json_lib
   from distil_jax.train import positions
 
   if cfg.loss_positions >= 0:
     return cfg
   path = os.path.join(cfg.data.path, "manifest.json")
   with open(path) as f:
-    manifest = json_lib.load(f)
+    manifest = json.load(f)
   k = positions.from_manifest(
       manifest, cfg.data.seq_len, cfg.model.max_segments_per_row or None, path
   )
   print(
-      f"distil-jax train: loss_positions=-1 -> {k or 'every position'} "
-      f"(from {path}: at most {manifest.get('targets_max', manifest.get('tokens', {}).get('targets_max'))} "
-      "trained tokens an example)",
+      f"distil-jax train: loss_positions=-1 -> {k or 'every position'} (the bound from {path})",
       file=sys.stderr,
   )
   return dataclasses.replace(cfg, loss_positions=k)  # the loop builds the loss from it
